@@ -1,0 +1,256 @@
+"""Throughput benchmark: how fast one device trains and evaluates a model, and how much of
+that the input pipeline costs.
+
+    python bench.py --model-name vit --batch-size 128 --autoaugment --label-smoothing --steps 100
+
+It takes every main.py flag (model, batch, augmentation, precision, compile) plus --steps and
+--json, and measures with the real training step (engine.train_one_epoch) on synthetic images:
+
+  train       data already on the device as normalised floats, no augmentation: the step alone
+  pipeline    the device input path: crop, flip, policy, normalise, extras, mixup/cutmix
+  dataloader  the worker input path: PIL transforms in --workers DataLoader workers
+  eval        engine.evaluate at --eval-batch-size
+
+and reports achieved TFLOP/s from a counted FLOP figure (torch.utils.flop_counter) against a
+matrix-multiply peak measured on the same device in the same call. The table comes last.
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import main as cli
+from criterions import CRITERIONS
+from data import Data
+from engine import evaluate, train_one_epoch
+from models import build_model
+from utils import UserError, pick_device, seed_everything
+
+
+def get_args_parser():
+    parser = cli.get_args_parser()
+    parser.description = "Measure training, input-pipeline and evaluation throughput."
+    parser.add_argument("--steps", type=int, default=50, help="timed training steps per measurement")
+    parser.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first (compilation, caches)")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="synthetic training set size (default: 50000 on CUDA, 2048 elsewhere)")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--skip-dataloader", action="store_true", help="do not measure the worker path")
+    return parser
+
+
+def synthetic_data(n_train, n_test, size, in_chans, num_classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    def images(n):
+        return torch.randint(0, 256, (n, in_chans, size, size), dtype=torch.uint8, generator=g)
+    def labels(n):
+        return torch.randint(0, num_classes, (n,), generator=g)
+    mean, std = [0.5] * in_chans, [0.25] * in_chans
+    return Data("synthetic", images(n_train), labels(n_train), images(n_test), labels(n_test),
+                [str(i) for i in range(num_classes)], mean, std)
+
+
+class FixedBatches:
+    """The same normalised batch over and over: the step with no input pipeline at all."""
+
+    def __init__(self, x, y, n):
+        self.x, self.y, self.n = x, y, n
+        self.generator = torch.Generator()
+
+    def set_epoch(self, epoch):
+        self.generator.manual_seed(epoch)
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            yield self.x, self.y
+
+
+class StartClock:
+    """Wraps a loader; notes the time when batch number `skip` is handed out, so the first
+    batches (compilation, worker start-up) stay out of the measurement."""
+
+    def __init__(self, loader, skip, device):
+        self.loader, self.skip, self.device, self.start = loader, skip, device, None
+        self.generator = loader.generator
+
+    def set_epoch(self, epoch):
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i == self.skip:
+                _sync(self.device)
+                self.start = time.perf_counter()
+            yield batch
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_training(net, loader, run, criterion, device, args, batch_size):
+    """Images per second over args.steps steps of the real training loop, after warm-up."""
+    clock = StartClock(loader, args.warmup_steps, device)
+    steps = args.warmup_steps + args.steps
+    if len(loader) < steps:
+        raise UserError(f"the synthetic training set holds {len(loader)} batches; --warmup-steps + --steps needs "
+                        f"{steps} (raise --train-images)")
+    train_one_epoch(net, clock, criterion, run.optimizer, run.scheduler, device, 0, amp_dtype=run.amp_dtype,
+                    scaler=run.scaler, mixer=run.mixer, max_steps=steps, progress=False, log_interval=10**9)
+    _sync(device)
+    return args.steps * batch_size / (time.perf_counter() - clock.start)
+
+
+def count_flops(model, x, y, criterion):
+    """(training FLOPs, forward FLOPs) per image, counted in float32 on a batch of 2."""
+    model.train()
+    # The math backend writes attention as matrix products, which the counter sees on every
+    # device (it has no formula for the CPU's fused attention kernel).
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        criterion(model(x), y).backward()
+    train = counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    with sdpa_kernel(SDPBackend.MATH), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return train / x.shape[0], counter.get_total_flops() / x.shape[0]
+
+
+def matmul_peak(device):
+    """TFLOP/s of a large square matrix product: bf16 on CUDA, float32 elsewhere."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps = 20 if device.type == "cuda" else 5
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e12, str(dtype).replace("torch.", "")
+
+
+def peak_memory_gb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # host RSS, in kB on Linux
+
+
+def bench(args):
+    cli.resolve_args(args)
+    device = pick_device(args.device)
+    args.device_type = device.type
+    torch.backends.cudnn.benchmark = not args.off_benchmark
+    seed_everything(args.seed)
+    steps = args.warmup_steps + args.steps
+    n_train = args.train_images or max(steps * args.batch_size, 50000 if device.type == "cuda" else 0)
+    in_chans = 3
+    num_classes = args.num_classes or 10
+    args.num_classes = num_classes
+    data = synthetic_data(n_train, max(args.eval_batch_size * 4, 1024), args.image_size, in_chans, num_classes, args.seed)
+    criterion = CRITERIONS.build(args.criterion, num_classes, args.label_smoothing, args.smoothing)
+
+    def fresh(input_path):
+        """A model with its loaders, optimizer and schedule, for the given input path."""
+        seed_everything(args.seed)
+        args.input_path = input_path
+        model = build_model(args.model_name, num_classes, args.image_size, in_chans, **cli.model_options(args))
+        run = cli.build_training(args, data, model, device)
+        return model, run, cli.wrap_model(model, args, device)
+
+    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+               "model": args.model_name, "batch_size": args.batch_size, "policy": args.policy,
+               "precision": str(cli.amp_setup(args, device)[0]), "compile": args.compile, "steps": args.steps,
+               "torch": torch.__version__}
+
+    model, run, net = fresh("device")
+    results["parameters"] = sum(p.numel() for p in model.parameters())
+    x2 = torch.randn(2, in_chans, args.image_size, args.image_size, device=device)
+    train_flops, fwd_flops = count_flops(model, x2, torch.zeros(2, dtype=torch.long, device=device), criterion)
+    results["train_gflop_per_image"] = train_flops / 1e9
+    results["eval_gflop_per_image"] = fwd_flops / 1e9
+
+    # 1. The step alone.
+    fixed_x = torch.randn(args.batch_size, in_chans, args.image_size, args.image_size, device=device)
+    fixed_y = torch.randint(0, num_classes, (args.batch_size,), device=device)
+    saved_mixer, run.mixer = run.mixer, None
+    results["train_images_per_second"] = time_training(
+        net, FixedBatches(fixed_x, fixed_y, steps), run, criterion, device, args, args.batch_size)
+    run.mixer = saved_mixer
+    # 2. The device input path, same model and compiled graphs.
+    results["pipeline_images_per_second"] = time_training(
+        net, run.train_loader, run, criterion, device, args, args.batch_size)
+    # 3. The worker input path.
+    if not args.skip_dataloader:
+        _, wrun, wnet = fresh("workers")
+        results["dataloader_workers"] = args.workers
+        results["dataloader_images_per_second"] = time_training(
+            wnet, wrun.train_loader, wrun, criterion, device, args, args.batch_size)
+    # 4. Evaluation.
+    evaluate(net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype, max_steps=1, progress=False)
+    results["eval_images_per_second"] = evaluate(net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype,
+                                                 progress=False)["eval_images_per_second"]
+
+    peak, peak_dtype = matmul_peak(device)
+    results["matmul_peak_tflops"], results["matmul_peak_dtype"] = peak, peak_dtype
+    results["tflops"] = results["train_images_per_second"] * train_flops / 1e12
+    results["pipeline_tflops"] = results["pipeline_images_per_second"] * train_flops / 1e12
+    results["share_of_peak"] = results["tflops"] / peak
+    results["peak_memory_gb"] = peak_memory_gb(device)
+    results["pipeline_vs_step"] = results["pipeline_images_per_second"] / results["train_images_per_second"]
+    if "dataloader_images_per_second" in results:
+        results["pipeline_vs_dataloader"] = results["pipeline_images_per_second"] / results["dataloader_images_per_second"]
+    return results
+
+
+def print_table(r):
+    rows = [
+        ("device", r["device"]), ("model", f"{r['model']} ({r['parameters'] / 1e6:.2f}M params)"),
+        ("batch size / policy / precision", f"{r['batch_size']} / {r['policy']} / {r['precision']}"),
+        ("train GFLOP per image (counted)", f"{r['train_gflop_per_image']:.3f}"),
+        ("train img/s, data on device, no aug", f"{r['train_images_per_second']:,.0f}"),
+        ("train img/s, device pipeline", f"{r['pipeline_images_per_second']:,.0f}  ({r['pipeline_vs_step']:.2f}x of the step alone)"),
+    ]
+    if "dataloader_images_per_second" in r:
+        rows.append((f"train img/s, DataLoader ({r['dataloader_workers']} workers)",
+                     f"{r['dataloader_images_per_second']:,.0f}  (device pipeline {r['pipeline_vs_dataloader']:.2f}x)"))
+    rows += [
+        ("eval img/s", f"{r['eval_images_per_second']:,.0f}"),
+        ("achieved TFLOP/s (step alone)", f"{r['tflops']:.3g} = {100 * r['share_of_peak']:.1f}% of "
+                                          f"{r['matmul_peak_tflops']:.3g} ({r['matmul_peak_dtype']} matmul, measured)"),
+        ("peak memory GB" + (" (host RSS)" if not r["device"].startswith(("NVIDIA", "cuda")) and "cuda" not in r["device"] else ""),
+         f"{r['peak_memory_gb']:.2f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+def main(args):
+    results = bench(args)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    print_table(results)
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main(get_args_parser().parse_args())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,337 @@
+"""Datasets and the two input paths.
+
+Every dataset is loaded once into memory as uint8 tensors (N, C, H, W) plus int64 labels:
+CIFAR-10/100 and SVHN through torchvision (downloaded into --data-dir), or any ImageFolder
+tree with --dataset folder. That is small for this job (all of CIFAR-10 is 180 MB) and lets
+both input paths share everything after the first augmentation stage:
+
+  device path (default on CUDA): the training set lives on the device; batches are drawn by
+      index and cropped, flipped and policy-augmented there, per image (augment.py,
+      autoaugment.py). No worker processes, no host-to-device copies per batch.
+  worker path (--input-path workers): a torch DataLoader whose workers run torchvision's PIL
+      transforms, as the original ViT-CIFAR did.
+
+Both then normalise, resize to --image-size and apply the float-stage extras on the device.
+Each epoch's draws depend only on (seed, epoch), which is what makes --resume exact.
+"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as T
+from PIL import Image
+
+from augment import build_extras, build_policy, random_crop, random_hflip
+from utils import Registry, UserError
+
+DATASETS = Registry("dataset")
+
+# Per-channel statistics of the training splits, as ViT-CIFAR uses them.
+STATS = {
+    "c10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+    "c100": ([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761]),
+    "svhn": ([0.4377, 0.4438, 0.4728], [0.1980, 0.2010, 0.1970]),
+}
+
+
+@dataclass
+class Data:
+    name: str
+    train_x: torch.Tensor  # uint8 (N, C, H, W)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list
+    mean: list
+    std: list
+
+    @property
+    def in_chans(self):
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self):
+        return self.train_x.shape[-1]
+
+
+def epoch_seed(seed, epoch, stream=0):
+    """One independent seed per (run seed, epoch, consumer)."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------- loading
+
+def _torchvision_dataset(cls, root, name, layout, **kw):
+    """Use the copy in root if it is there, download it otherwise, one clear error if neither."""
+    try:
+        return cls(root, download=False, **kw)
+    except RuntimeError:
+        pass  # not there (or corrupt): try to download
+    try:
+        return cls(root, download=True, **kw)
+    except Exception as e:
+        raise UserError(f"{name} is not in --data-dir {root} and could not be downloaded "
+                        f"({type(e).__name__}); put it there as {layout}")
+
+
+@DATASETS.register("c10")
+def load_cifar10(root, image_size=None):
+    return _load_cifar(torchvision.datasets.CIFAR10, "c10", "CIFAR-10", root, "cifar-10-batches-py/")
+
+
+@DATASETS.register("c100")
+def load_cifar100(root, image_size=None):
+    return _load_cifar(torchvision.datasets.CIFAR100, "c100", "CIFAR-100", root, "cifar-100-python/")
+
+
+def _load_cifar(cls, key, name, root, layout):
+    train = _torchvision_dataset(cls, root, name, layout + " (the python version)", train=True)
+    test = _torchvision_dataset(cls, root, name, layout + " (the python version)", train=False)
+
+    def arrays(ds):
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+    return Data(key, *arrays(train), *arrays(test), list(train.classes), *STATS[key])
+
+
+@DATASETS.register("svhn")
+def load_svhn(root, image_size=None):
+    layout = "train_32x32.mat and test_32x32.mat"
+    train = _torchvision_dataset(torchvision.datasets.SVHN, root, "SVHN", layout, split="train")
+    test = _torchvision_dataset(torchvision.datasets.SVHN, root, "SVHN", layout, split="test")
+
+    def arrays(ds):
+        return torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long()
+
+    return Data("svhn", *arrays(train), *arrays(test), [str(i) for i in range(10)], *STATS["svhn"])
+
+
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def _read_images(paths, mode, size):
+    def read(path):
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                if img.size != (size, size):
+                    img = img.resize((size, size), Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+        except Exception as e:
+            raise UserError(f"cannot read image {path}: {type(e).__name__}")
+        return arr[:, :, None] if arr.ndim == 2 else arr
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        images = list(pool.map(read, paths, chunksize=256))
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def _image_folder(path):
+    try:
+        return torchvision.datasets.ImageFolder(path)
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: {str(e).splitlines()[0]}")
+
+
+@DATASETS.register("folder")
+def load_folder(root, image_size=32):
+    """Any ImageFolder tree: root/train/<class>/* and root/test/<class>/* (or root/val/).
+
+    Images of any size are resized to image_size x image_size; the set is grayscale (1
+    channel) when every image is, RGB otherwise. Statistics come from the training split.
+    """
+    train_dir = os.path.join(root, "train")
+    test_dir = next((os.path.join(root, d) for d in ("test", "val") if os.path.isdir(os.path.join(root, d))), None)
+    if not os.path.isdir(train_dir) or test_dir is None:
+        raise UserError(f"--dataset folder needs {root}/train/<class>/*.jpg|png and {root}/test/<class>/* "
+                        f"(or {root}/val/<class>/*); see README 'Your own data'")
+    train, test = _image_folder(train_dir), _image_folder(test_dir)
+    unknown = set(test.classes) - set(train.classes)
+    if unknown:
+        raise UserError(f"{test_dir} has classes not in {train_dir}: {', '.join(sorted(unknown))}")
+    paths = [p for p, _ in train.samples] + [p for p, _ in test.samples]
+    modes = set()
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                modes.add(img.mode)
+        except Exception as e:
+            raise UserError(f"cannot read image {p}: {type(e).__name__}")
+    mode = "L" if modes <= GRAY_MODES else "RGB"
+    train_x = _read_images([p for p, _ in train.samples], mode, image_size)
+    test_x = _read_images([p for p, _ in test.samples], mode, image_size)
+    test_y = [train.class_to_idx[test.classes[t]] for _, t in test.samples]
+    x = train_x.double() / 255
+    mean = x.mean(dim=(0, 2, 3)).tolist()
+    std = x.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
+    return Data("folder", train_x, torch.tensor(train.targets), test_x, torch.tensor(test_y),
+                list(train.classes), mean, std)
+
+
+def load_data(args):
+    data = DATASETS.build(args.dataset, args.data_dir, image_size=args.image_size)
+    if len(data.train_y) == 0 or len(data.test_y) == 0:
+        raise UserError(f"dataset {args.dataset} in {args.data_dir} has an empty train or test split")
+    if args.train_subset:
+        if args.train_subset > len(data.train_y):
+            raise UserError(f"--train-subset {args.train_subset} is larger than the training set ({len(data.train_y)})")
+        g = torch.Generator().manual_seed(args.seed)
+        keep = torch.randperm(len(data.train_y), generator=g)[: args.train_subset].sort().values
+        data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
+    return data
+
+
+# ---------------------------------------------------------------- input paths
+
+class Normalize:
+    """uint8 -> float, (x/255 - mean) / std, then resize to the model's image size."""
+
+    def __init__(self, mean, std, image_size, device):
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.image_size = image_size
+
+    def __call__(self, x):
+        x = (x.float() - self.mean) / self.std
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear",
+                              antialias=x.shape[-1] > self.image_size, align_corners=False)
+        return x
+
+
+class DeviceSource:
+    """Training batches drawn by index from uint8 tensors on the device, augmented there."""
+
+    def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, rank=0, world_size=1):
+        self.x, self.y = x.to(device), y.to(device)
+        self.batch_size, self.crop_padding, self.hflip, self.policy = batch_size, crop_padding, hflip, policy
+        self.rank, self.world_size = rank, world_size
+        self.generator = torch.Generator()
+        self.per_rank = len(y) // world_size
+
+    def set_epoch(self, seed, epoch):
+        self.generator.manual_seed(epoch_seed(seed, epoch, stream=1))
+
+    def __len__(self):
+        return -(-self.per_rank // self.batch_size)
+
+    def __iter__(self):
+        g = self.generator
+        # Every rank draws the same permutation and takes its own interleaved shard of it.
+        order = torch.randperm(len(self.y), generator=g)[self.rank::self.world_size][: self.per_rank]
+        order = order.to(self.x.device)
+        for start in range(0, self.per_rank, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = random_crop(self.x[idx], self.crop_padding, g)
+            if self.hflip:
+                x = random_hflip(x, g)
+            if self.policy is not None:
+                x = self.policy(x, g)
+            yield x, self.y[idx]
+
+
+class _UInt8Dataset(torch.utils.data.Dataset):
+    def __init__(self, x, y, transform):
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        img = Image.fromarray(self.x[i].permute(1, 2, 0).squeeze(-1).numpy())
+        return self.transform(img), self.y[i]
+
+
+class WorkerSource:
+    """The original pipeline: PIL transforms in DataLoader workers, uint8 batches to the device."""
+
+    def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, workers, rank=0, world_size=1):
+        size = x.shape[-1]
+        tf = [T.RandomCrop(size, padding=crop_padding)] if crop_padding > 0 else []
+        tf += [T.RandomHorizontalFlip()] if hflip else []
+        tf += [policy] if policy is not None else []
+        tf += [T.PILToTensor()]
+        self.dataset = _UInt8Dataset(x, y, T.Compose(tf))
+        self.device, self.batch_size, self.workers = device, batch_size, workers
+        self.generator = torch.Generator()
+        self.sampler = (torch.utils.data.DistributedSampler(self.dataset, world_size, rank, shuffle=True)
+                        if world_size > 1 else None)
+
+    def set_epoch(self, seed, epoch):
+        # The sampler's order and every worker's seed derive from this generator.
+        self.generator.manual_seed(epoch_seed(seed, epoch, stream=1))
+        if self.sampler is not None:
+            self.sampler.seed = seed
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self):
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
+        return -(-n // self.batch_size)
+
+    def __iter__(self):
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+            num_workers=self.workers, generator=self.generator, pin_memory=self.device.type == "cuda",
+            persistent_workers=False)
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class TrainLoader:
+    """A source of uint8 batches, then normalisation, resizing and the float-stage extras."""
+
+    def __init__(self, source, normalize, extras, seed):
+        self.source, self.normalize, self.extras, self.seed = source, normalize, extras, seed
+        self.generator = torch.Generator()
+
+    def set_epoch(self, epoch):
+        self.source.set_epoch(self.seed, epoch)
+        self.generator.manual_seed(epoch_seed(self.seed, epoch, stream=2))
+
+    def __len__(self):
+        return len(self.source)
+
+    def __iter__(self):
+        for x, y in self.source:
+            x = self.normalize(x)
+            for extra in self.extras:
+                x = extra(x, self.generator)
+            yield x, y
+
+
+class EvalLoader:
+    """Slices of a uint8 tensor (kept on the device on the device path), normalised."""
+
+    def __init__(self, x, y, batch_size, normalize, device, on_device, rank=0, world_size=1):
+        # Shard for distributed evaluation; the metrics are summed across ranks afterwards.
+        x, y = x[rank::world_size], y[rank::world_size]
+        self.x, self.y = (x.to(device), y.to(device)) if on_device else (x, y)
+        self.batch_size, self.normalize, self.device = batch_size, normalize, device
+
+    def __len__(self):
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.y), self.batch_size):
+            x = self.x[start:start + self.batch_size].to(self.device, non_blocking=True)
+            yield self.normalize(x), self.y[start:start + self.batch_size].to(self.device, non_blocking=True)
+
+
+def build_loaders(args, data, device, rank=0, world_size=1):
+    """(train loader, test loader) for the input path args.input_path."""
+    pil_policy, batch_policy = build_policy(args)
+    normalize = Normalize(data.mean, data.std, args.image_size, device)
+    common = dict(batch_size=args.batch_size, crop_padding=args.crop_padding, hflip=args.hflip,
+                  device=device, rank=rank, world_size=world_size)
+    on_device = args.input_path == "device"
+    if on_device:
+        source = DeviceSource(data.train_x, data.train_y, policy=batch_policy, **common)
+    else:
+        source = WorkerSource(data.train_x, data.train_y, policy=pil_policy, workers=args.workers, **common)
+    train = TrainLoader(source, normalize, build_extras(args), args.seed)
+    test = EvalLoader(data.test_x, data.test_y, args.eval_batch_size, normalize, device, on_device, rank, world_size)
+    return train, test

@@ -1,0 +1,475 @@
+"""ViT-CIFAR: train a Vision Transformer (or a reference CNN) from scratch on CIFAR-10,
+CIFAR-100, SVHN or any image folder.
+
+    python main.py --dataset c10 --label-smoothing --autoaugment
+
+This is the one place where flags become objects: `main(args)` resolves the flags, builds
+data, model, loss, optimizer and schedule by name through the registries, then runs a plain
+loop of `train_one_epoch` / `evaluate` (engine.py), writing a full checkpoint atomically
+after every epoch. See README for every flag.
+"""
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+
+import vit
+from augment import build_mixer
+from criterions import CRITERIONS
+from data import DATASETS, load_data, build_loaders, epoch_seed
+from engine import NonFiniteLoss, evaluate, train_one_epoch
+from loggers import CSVLogger, NullLogger, build_comet
+from models import build_model
+from optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
+from utils import (UserError, atomic_save, count_parameters, load_checkpoint, pick_device, rng_state,
+                   seed_everything, set_rng_state, write_json)
+
+CHECKPOINT = "checkpoint.pt"
+# Called as fn(epoch, row) after every epoch of main() (sweep.py reports to Optuna through it).
+EPOCH_CALLBACKS = []
+# Flags that may change between a run and its --resume without changing what it computes.
+RESUMABLE_CHANGES = {"resume", "device", "workers", "api_key", "comet_offline", "progress", "log_interval",
+                     "eval_batch_size", "output_dir", "compile", "project_name", "data_dir", "off_benchmark"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def get_args_parser():
+    p = _Parser(description="Train ViT-CIFAR and friends from scratch.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="c10", help="c10, c100, svhn, or folder (an ImageFolder tree in --data-dir)")
+    g.add_argument("--data-dir", default="./data", help="where datasets are found or downloaded")
+    g.add_argument("--num-classes", type=int, default=None, help="default: the dataset's class count")
+    g.add_argument("--image-size", type=int, default=32, help="images are resized to this side")
+    g.add_argument("--train-subset", type=int, default=0, help="train on N images drawn with --seed (0: all)")
+    g.add_argument("--input-path", default="auto", choices=["auto", "device", "workers"],
+                   help="device: data and augmentation on the GPU; workers: PIL transforms in DataLoader "
+                        "workers; auto: device on CUDA/MPS, workers on the CPU")
+    g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers (workers path)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model-name", default="vit", help="a registered model; see README's model table")
+    g.add_argument("--patch", type=int, default=None, help="ViT: patches per image side (original flag; default 8 at 32x32)")
+    g.add_argument("--patch-size", type=int, default=None, help="ViT: patch side in pixels (alternative to --patch)")
+    g.add_argument("--head", type=int, default=None, help="ViT: attention heads (default: preset's; vit: 12)")
+    g.add_argument("--num-layers", type=int, default=None, help="ViT: blocks (default: preset's; vit: 7)")
+    g.add_argument("--hidden", type=int, default=None, help="ViT: width (default: preset's; vit: 384)")
+    g.add_argument("--mlp-hidden", type=int, default=None, help="ViT: MLP width (default: preset's; vit: 384)")
+    g.add_argument("--off-cls-token", action="store_true", help="ViT: average the tokens instead of a cls token")
+    g.add_argument("--vit-maths", default="standard", choices=vit.MATHS,
+                   help="original: ViT-CIFAR's attention scale sqrt(hidden) and GELU after the MLP (README)")
+    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate, where the model has it")
+    g.add_argument("--shakedrop", type=float, default=0.5, help="PyramidNet: final ShakeDrop probability")
+    g.add_argument("--zero-init-residual", action="store_true", help="ResNets: zero the last BN of each block")
+    g.add_argument("--se", action="store_true", help="ResNets: squeeze-and-excitation blocks")
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("--optimizer", default="adam", help="sgd, adam, adamw, rmsprop, adan, madgrad")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--min-lr", type=float, default=1e-5, help="cosine's final learning rate")
+    g.add_argument("--beta1", type=float, default=0.9)
+    g.add_argument("--beta2", type=float, default=0.999)
+    g.add_argument("--momentum", type=float, default=0.9, help="sgd, rmsprop, madgrad")
+    g.add_argument("--nesterov", action="store_true")
+    g.add_argument("--weight-decay", type=float, default=5e-5)
+    g.add_argument("--wd-exclude-norm-bias", action="store_true",
+                   help="no weight decay on biases, norm weights and position embeddings")
+    g.add_argument("--sam", action="store_true", help="wrap the optimizer in SAM")
+    g.add_argument("--adaptive-sam", action="store_true", help="wrap the optimizer in adaptive SAM (ASAM)")
+    g.add_argument("--sam-rho", type=float, default=0.05)
+    g.add_argument("--scheduler", default="cosine", help="cosine, step, multistep, plateau, constant")
+    g.add_argument("--warmup-epoch", type=int, default=5)
+    g.add_argument("--step-size", type=int, default=30, help="step: epochs between decays")
+    g.add_argument("--milestones", type=int, nargs="+", default=[100, 150], help="multistep: decay epochs")
+    g.add_argument("--gamma", type=float, default=0.1, help="step/multistep/plateau decay factor")
+    g.add_argument("--patience", type=int, default=10, help="plateau: epochs without improvement")
+    g.add_argument("--batch-size", type=int, default=128, help="per device")
+    g.add_argument("--eval-batch-size", type=int, default=1024)
+    g.add_argument("--max-epochs", type=int, default=200)
+    g.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
+    g.add_argument("--ema-decay", type=float, default=0.0, help="EMA of weights, evaluated instead (0: off)")
+    g.add_argument("--criterion", default="ce", help="ce (original label smoothing) or torch_ls")
+    g.add_argument("--label-smoothing", action="store_true")
+    g.add_argument("--smoothing", type=float, default=0.1)
+
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--autoaugment", action="store_true", help="AutoAugment (CIFAR10 policy; SVHN policy on svhn)")
+    g.add_argument("--randaugment", action="store_true", help="RandAugment with --ra-n ops at --ra-m")
+    g.add_argument("--ra-n", type=int, default=2)
+    g.add_argument("--ra-m", type=int, default=9)
+    g.add_argument("--trivialaugment", action="store_true", help="TrivialAugmentWide")
+    g.add_argument("--crop-padding", type=int, default=4, help="random crop padding (0: no crop)")
+    g.add_argument("--no-hflip", dest="hflip", action="store_false", default=None,
+                   help="no horizontal flip (never flipped on svhn)")
+    g.add_argument("--cutmix", action="store_true")
+    g.add_argument("--cutmix-beta", type=float, default=1.0)
+    g.add_argument("--mixup", action="store_true")
+    g.add_argument("--mixup-alpha", type=float, default=1.0)
+    g.add_argument("--mix-prob", type=float, default=None,
+                   help="probability a batch is mixed (default: 0.8 for mixup alone, as the original; else 1)")
+    g.add_argument("--rcpaste", action="store_true", help="RandomCropPaste")
+    g.add_argument("--cutout", type=int, default=0, help="Cutout square side (0: off)")
+    g.add_argument("--random-erasing", type=float, default=0.0, help="random erasing probability (0: off)")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    g.add_argument("--precision", default="16", choices=["16", "32", "bf16", "fp16"],
+                   help="16: bf16 autocast on CUDA where supported, else fp16 with a scaler; fp32 on the CPU")
+    g.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile (auto: on CUDA)")
+    g.add_argument("--off-benchmark", action="store_true", help="cudnn.benchmark off")
+    g.add_argument("--output-dir", default=None, help="everything the run writes (default: runs/<experiment name>)")
+    g.add_argument("--experiment-name", default=None, help="default: as the original, e.g. vit_c10_aa_ls")
+    g.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue the run in --output-dir, or from the given checkpoint")
+    g.add_argument("--eval-only", action="store_true", help="evaluate --weights on the test set and exit")
+    g.add_argument("--weights", nargs="+", default=None, help="weights for --eval-only (several: ensembled)")
+    g.add_argument("--skip-nonfinite", action="store_true", help="skip steps whose loss is not finite")
+    g.add_argument("--dry-run", action="store_true", help="2 training and 2 evaluation batches, nothing written")
+    g.add_argument("--log-interval", type=int, default=50, help="steps between progress-bar refreshes")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
+    g.add_argument("--api-key", default=None, help="Comet API key (or COMET_API_KEY)")
+    g.add_argument("--comet-offline", action="store_true", help="log Comet offline, under --output-dir/comet")
+    g.add_argument("--project-name", default="VisionTransformer", help="Comet project")
+    return p
+
+
+def experiment_name(args):
+    name = f"{args.model_name}_{args.dataset}"
+    for flag, suffix in [("autoaugment", "aa"), ("randaugment", "ra"), ("trivialaugment", "ta"), ("label_smoothing", "ls"),
+                         ("rcpaste", "rc"), ("cutmix", "cm"), ("mixup", "mu"), ("off_cls_token", "gap")]:
+        if getattr(args, flag):
+            name += f"_{suffix}"
+    return name
+
+
+def _check(condition, message):
+    if not condition:
+        raise UserError(message)
+
+
+def resolve_args(args):
+    """Validate the flags and fill in what defaults to 'depends' (never overriding a set flag)."""
+    for name, value in [("batch-size", args.batch_size), ("eval-batch-size", args.eval_batch_size),
+                        ("max-epochs", args.max_epochs), ("image-size", args.image_size),
+                        ("log-interval", args.log_interval)]:
+        _check(value > 0, f"--{name} must be positive, got {value}")
+    for name, value in [("lr", args.lr), ("warmup-epoch", args.warmup_epoch), ("min-lr", args.min_lr),
+                        ("weight-decay", args.weight_decay), ("workers", args.workers), ("train-subset", args.train_subset),
+                        ("grad-clip", args.grad_clip), ("cutout", args.cutout), ("crop-padding", args.crop_padding)]:
+        _check(value >= 0, f"--{name} must not be negative, got {value}")
+    _check(args.lr > 0, "--lr must be positive")
+    _check(args.min_lr <= args.lr, f"--min-lr {args.min_lr} is above --lr {args.lr}")
+    _check(args.warmup_epoch < args.max_epochs or args.max_epochs == 1 and args.warmup_epoch <= 1,
+           f"--warmup-epoch {args.warmup_epoch} must be below --max-epochs {args.max_epochs}")
+    for name in ("smoothing", "dropout", "drop_path", "random_erasing", "ema_decay", "shakedrop"):
+        value = getattr(args, name)
+        _check(0 <= value < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+    _check(0 <= args.beta1 < 1 and 0 <= args.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
+    policies = [n for n in ("autoaugment", "randaugment", "trivialaugment") if getattr(args, n)]
+    _check(len(policies) <= 1, f"choose one augmentation policy, not {' and '.join('--' + n for n in policies)}")
+    args.policy = policies[0] if policies else "none"
+    args.aa_policy = "svhn" if args.dataset == "svhn" else "cifar10"
+    if args.hflip is None:
+        args.hflip = args.dataset != "svhn"  # digits are not mirror-symmetric
+    if args.mix_prob is None:
+        args.mix_prob = 0.8 if args.mixup and not args.cutmix else 1.0
+    _check(0 <= args.mix_prob <= 1, f"--mix-prob must be in [0, 1], got {args.mix_prob}")
+    _check(args.dataset in DATASETS, f"unknown dataset {args.dataset!r}; choose from: {', '.join(DATASETS.names())}")
+    _check(args.criterion in CRITERIONS, f"unknown criterion {args.criterion!r}; choose from: {', '.join(CRITERIONS.names())}")
+    _check(args.optimizer in OPTIMIZERS, f"unknown optimizer {args.optimizer!r}; choose from: {', '.join(OPTIMIZERS.names())}")
+    _check(args.scheduler in SCHEDULERS, f"unknown scheduler {args.scheduler!r}; choose from: {', '.join(SCHEDULERS.names())}")
+    _check(not (args.sam and args.adaptive_sam), "choose --sam or --adaptive-sam, not both")
+    _check(not args.weights or args.eval_only, "--weights is for --eval-only (to continue a run use --resume)")
+    _check(not args.eval_only or args.weights, "--eval-only needs --weights PATH")
+    _check(not (args.eval_only and args.resume), "--eval-only and --resume do not go together")
+    if args.model_name in vit.PRESETS:
+        _resolve_vit(args)
+    args.experiment_name = args.experiment_name or experiment_name(args)
+    if args.output_dir is None:
+        resumed_from_file = args.resume not in (None, "auto")
+        args.output_dir = os.path.dirname(os.path.abspath(args.resume)) if resumed_from_file \
+            else os.path.join("runs", args.experiment_name)
+
+
+def _resolve_vit(args):
+    _check(args.patch is None or args.patch > 0, "--patch must be positive")
+    _check(args.patch_size is None or args.patch_size > 0, "--patch-size must be positive")
+    if args.patch_size is None:
+        patch = args.patch or 8
+        _check(args.image_size % patch == 0, f"--image-size {args.image_size} is not divisible into --patch {patch} patches per side")
+        args.patch_size = args.image_size // patch
+    else:
+        _check(args.patch is None or args.patch * args.patch_size == args.image_size,
+               f"--patch {args.patch} and --patch-size {args.patch_size} disagree at --image-size {args.image_size}")
+    _check(args.image_size % args.patch_size == 0,
+           f"--image-size {args.image_size} is not divisible by --patch-size {args.patch_size}")
+    args.patch = args.image_size // args.patch_size
+    preset = vit.PRESETS[args.model_name]
+    for key in ("head", "num_layers", "hidden", "mlp_hidden"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+        _check(getattr(args, key) > 0, f"--{key.replace('_', '-')} must be positive")
+    _check(args.hidden % args.head == 0, f"--hidden {args.hidden} is not divisible by --head {args.head}")
+
+
+def model_options(args):
+    return dict(dropout=args.dropout, drop_path=args.drop_path, patch_size=args.patch_size,
+                num_layers=args.num_layers, hidden=args.hidden, mlp_hidden=args.mlp_hidden, head=args.head,
+                cls_token=not args.off_cls_token, maths=args.vit_maths, shakedrop=args.shakedrop,
+                zero_init_residual=args.zero_init_residual, se=args.se)
+
+
+def amp_setup(args, device):
+    """(autocast dtype or None, GradScaler or None) for --precision on this device."""
+    if args.precision == "32" or (args.precision == "16" and device.type != "cuda"):
+        return None, None
+    if args.precision == "bf16" or (args.precision == "16" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, None
+    _check(device.type == "cuda", "--precision fp16 needs a CUDA device (use bf16 or 32)")
+    _check(not (args.sam or args.adaptive_sam), "SAM needs --precision bf16 or 32, not fp16")
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def init_distributed(args):
+    """(rank, world size, device). Under torchrun, one process per device (NCCL) or CPU (gloo)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, pick_device(args.device)
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
+
+
+def load_weights(model, path):
+    state = load_checkpoint(path)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds no state dict")
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{path} does not fit the model: {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}")
+
+
+def run_eval_only(args, model, data, device, criterion):
+    from data import EvalLoader, Normalize
+    normalize = Normalize(data.mean, data.std, args.image_size, device)
+    loader = EvalLoader(data.test_x, data.test_y, args.eval_batch_size, normalize, device, on_device=False)
+    amp_dtype, _ = amp_setup(args, device)
+    probs, labels = 0, None
+    for path in args.weights:
+        load_weights(model, path)
+        model.to(device)
+        metrics, logits, labels = evaluate(model, loader, criterion, device, amp_dtype=amp_dtype,
+                                           progress=args.progress, return_logits=True)
+        probs = probs + logits.softmax(-1)
+    if len(args.weights) > 1:
+        metrics = {"test_acc": (probs.argmax(-1) == labels).float().mean().item(),
+                   "test_loss": torch.nn.functional.nll_loss((probs / len(args.weights)).log(), labels).item()}
+    print(f"test_loss {metrics['test_loss']:.4f} test_acc {metrics['test_acc']:.4f}")
+    return metrics
+
+
+def _summary(row):
+    return (f"epoch {row['epoch']:>3} | train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+            f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f} | lr {row['lr']:.2e} | "
+            f"{row['epoch_seconds']:.1f}s {row['train_images_per_second']:.0f} img/s")
+
+
+def _resume_state(args, path):
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
+        raise UserError(f"{path} is not a ViT-CIFAR training checkpoint")
+    saved = ckpt["args"]
+    differs = sorted(k for k, v in vars(args).items()
+                     if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v)
+    if differs:
+        raise UserError(f"--resume: these flags differ from the checkpoint's run: "
+                        + ", ".join(f"--{k.replace('_', '-')} ({saved[k]} there, {getattr(args, k)} here)" for k in differs))
+    return ckpt
+
+
+def save_augmented_grid(loader, data, path):
+    """One grid of augmented training images, un-normalised, for a look at what the model sees."""
+    import torchvision.utils
+    loader.set_epoch(0)
+    x, _ = next(iter(loader))
+    mean = torch.tensor(data.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=x.device).view(1, -1, 1, 1)
+    torchvision.utils.save_image((x[:64].float() * std + mean).clamp(0, 1), path, nrow=8)
+
+
+def build_training(args, data, model, device, rank=0, world_size=1):
+    """Loaders, optimizer, schedule, precision, EMA and batch mixing for a model, from the flags."""
+    model.to(device)
+    train_loader, test_loader = build_loaders(args, data, device, rank, world_size)
+    steps_per_epoch = min(2, len(train_loader)) if args.dry_run else len(train_loader)
+    optimizer = build_optimizer(model, args)
+    amp_dtype, scaler = amp_setup(args, device)
+    ema = None
+    if args.ema_decay > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema_decay))
+    return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, optimizer=optimizer,
+                           scheduler=build_scheduler(optimizer, args, steps_per_epoch), amp_dtype=amp_dtype,
+                           scaler=scaler, ema=ema, mixer=build_mixer(args))
+
+
+def wrap_model(model, args, device, world_size=1):
+    """The module the loop calls: DistributedDataParallel under torchrun, compiled on CUDA."""
+    net = model
+    if world_size > 1:
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules, keeps the parameters
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile == "on" or (args.compile == "auto" and device.type == "cuda"):
+        net = torch.compile(net)
+    return net
+
+
+def main(args):
+    resolve_args(args)
+    rank, world_size, device = init_distributed(args)
+    args.device_type = device.type
+    is_main = rank == 0
+    _check(world_size == 1 or not args.skip_nonfinite, "--skip-nonfinite is not supported with several processes")
+    torch.backends.cudnn.benchmark = not args.off_benchmark
+    seed_everything(args.seed)
+
+    data = load_data(args)
+    if args.num_classes is None:
+        args.num_classes = len(data.classes)
+    max_label = int(max(data.train_y.max(), data.test_y.max()))
+    _check(args.num_classes > max_label, f"--num-classes {args.num_classes} is too small: the labels go up to {max_label}")
+    model = build_model(args.model_name, args.num_classes, args.image_size, data.in_chans, **model_options(args))
+    criterion = CRITERIONS.build(args.criterion, args.num_classes, args.label_smoothing, args.smoothing)
+    if args.eval_only:
+        return run_eval_only(args, model, data, device, criterion)
+
+    if args.input_path == "auto":
+        args.input_path = "device" if device.type in ("cuda", "mps") else "workers"
+    out_dir = tempfile.mkdtemp(prefix="vit-cifar-dry-") if args.dry_run else args.output_dir
+    ckpt_path = os.path.join(out_dir, CHECKPOINT)
+    resume_path = None
+    if args.resume:
+        resume_path = ckpt_path if args.resume == "auto" else args.resume
+        _check(os.path.isfile(resume_path), f"--resume: no checkpoint at {resume_path}")
+    elif is_main and not args.dry_run and os.path.exists(ckpt_path):
+        raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or choose another --output-dir")
+    os.makedirs(out_dir, exist_ok=True)
+
+    run = build_training(args, data, model, device, rank, world_size)
+    model, optimizer, scheduler, scaler, ema = run.model, run.optimizer, run.scheduler, run.scaler, run.ema
+
+    start_epoch, history = 0, []
+    if resume_path:
+        ckpt = _resume_state(args, resume_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.load_state_dict(ckpt["ema"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, history = ckpt["epoch"] + 1, ckpt["history"]
+
+    net = wrap_model(model, args, device, world_size)
+
+    csv_log = CSVLogger(os.path.join(out_dir, "metrics.csv"))
+    comet = build_comet(args) if is_main else NullLogger()
+    if is_main:
+        config = {k: v for k, v in vars(args).items() if k != "api_key"}
+        config.update(parameters=count_parameters(model), device_name=str(device), world_size=world_size,
+                      torch=torch.__version__, classes=data.classes, mean=data.mean, std=data.std, in_chans=data.in_chans)
+        write_json(config, os.path.join(out_dir, "config.json"))
+        if resume_path:
+            csv_log.rewrite(history)  # drops a row written after the checkpoint we resume from
+        comet.log_parameters(config)
+        if start_epoch == 0:
+            grid = os.path.join(out_dir, "augmented.png")
+            save_augmented_grid(run.train_loader, data, grid)
+            comet.log_image(grid, "augmented_training_images")
+        print(f"{args.experiment_name}: {args.model_name} {count_parameters(model) / 1e6:.2f}M parameters, "
+              f"{len(data.train_y)} train / {len(data.test_y)} test images, {device}, "
+              f"{args.input_path} input path, writing to {out_dir}", flush=True)
+
+    max_steps = 2 if args.dry_run else None
+    epochs = range(start_epoch, 1 if args.dry_run else args.max_epochs)
+    for epoch in epochs:
+        seed_everything(epoch_seed(args.seed, epoch))  # each epoch's draws depend on (seed, epoch) only
+        start = time.perf_counter()
+        try:
+            train = train_one_epoch(net, run.train_loader, criterion, optimizer, scheduler, device, epoch,
+                                    amp_dtype=run.amp_dtype, scaler=scaler, mixer=run.mixer, grad_clip=args.grad_clip,
+                                    ema=ema, skip_nonfinite=args.skip_nonfinite, max_steps=max_steps,
+                                    log_interval=args.log_interval, progress=args.progress and is_main)
+        except NonFiniteLoss as e:
+            raise UserError(str(e))
+        test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype,
+                        max_steps=max_steps, progress=args.progress and is_main)
+        if hasattr(scheduler, "epoch_end"):
+            scheduler.epoch_end(test)
+        row = {"epoch": epoch + 1, **train, **test, "epoch_seconds": time.perf_counter() - start}
+        history.append(row)
+        if is_main:
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                         "ema": ema.state_dict() if ema is not None else None, "epoch": epoch,
+                         "history": history, "rng": rng_state(), "args": vars(args)}, ckpt_path)
+            csv_log.log(row)
+            comet.log_metrics(row, epoch + 1)
+            print(_summary(row), flush=True)
+        for callback in EPOCH_CALLBACKS:
+            callback(epoch + 1, row)
+
+    if is_main and not args.dry_run:
+        weights = os.path.join(out_dir, "model.pth")
+        final = ema.module if ema is not None else model
+        atomic_save(final.state_dict(), weights)
+        comet.log_asset(weights, f"{args.experiment_name}.pth")
+        comet.end()
+        if history:
+            print(f"final test acc {history[-1]['test_acc']:.4f}; weights in {weights}", flush=True)
+    if world_size > 1:
+        dist.destroy_process_group()
+    return history
+
+
+def cli(argv=None):
+    args = get_args_parser().parse_args(argv)
+    try:
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last finished epoch's checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, permissions: the atomic writes left the previous files intact
+        print(f"error: {e.strerror or e} ({e.filename or 'file system'}); earlier checkpoints and logs are intact",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,139 @@
+"""Small shared pieces: the name registry, the user-error type, seeding, devices and
+crash-safe file writes.
+
+Everything a run writes goes through `atomic_save` / `atomic_write_text`, so a kill at any
+moment leaves either the previous file or the new one on disk, never half of one.
+"""
+import json
+import os
+import random
+import tempfile
+
+import numpy as np
+import torch
+
+
+class UserError(Exception):
+    """Bad input from the user. main.py prints it as one line and exits non-zero."""
+
+
+class Registry:
+    """Maps names to builders, so the trainer never needs an if/elif ladder.
+
+    `build(name, ...)` fails with a UserError that lists the valid names.
+    """
+
+    def __init__(self, kind):
+        self.kind = kind
+        self._entries = {}
+
+    def register(self, name, fn=None):
+        if fn is None:  # used as a decorator
+            return lambda f: self.register(name, f)
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} registered twice")
+        self._entries[name] = fn
+        return fn
+
+    def update(self, table):
+        for name, fn in table.items():
+            self.register(name, fn)
+
+    def get(self, name):
+        if name not in self._entries:
+            raise UserError(f"unknown {self.kind} {name!r}; choose from: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def build(self, name, *args, **kwargs):
+        return self.get(name)(*args, **kwargs)
+
+    def names(self):
+        return sorted(self._entries)
+
+    def __contains__(self, name):
+        return name in self._entries
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(name="auto"):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA GPU is visible")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps asked for, but MPS is not available")
+    return torch.device(name)
+
+
+def _atomic_write(path, write):
+    """Write to a temp file in the same folder, fsync, then rename over `path`.
+
+    rename is atomic on POSIX, so readers (and a restarted run) see the old or the new file.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj, path):
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text, path):
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json(obj, path):
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """torch.load with a one-line UserError for missing, truncated or foreign files."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        # weights_only=False: our checkpoints hold RNG states and args (our own files).
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many types for bad files
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt file'}")
+    return obj
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())

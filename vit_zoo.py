@@ -1,0 +1,829 @@
+"""Transformer and mixer models sized for 32x32 images (CIFAR): the zoo next to the base ViT of vit.py.
+
+Every network here is built by `build_<name>(num_classes, image_size=32, in_chans=3, *, dropout,
+drop_path, **sizes)` and reached through the `MODELS` table at the bottom of the file. The models are
+written from their papers (in the style of lucidrains/vit-pytorch), small modules that follow each
+paper's figure, with the CIFAR configuration as the default:
+
+  simple_vit     Beyer, Zhai & Kolesnikov 2022, "Better plain ViT baselines for ImageNet-1k"
+                 (arXiv:2205.01580): fixed 2-D sin-cos position embedding, no class token,
+                 global average pooling.
+  vit_spt_lsa    Lee, Lee & Song 2021, "Vision Transformer for Small-Size Datasets"
+                 (arXiv:2112.13492): Shifted Patch Tokenization + Locality Self-Attention.
+  vit_dyt        Zhu, Chen, He, LeCun & Liu 2025, "Transformers without Normalization"
+                 (arXiv:2503.10622): every LayerNorm of a pre-norm ViT replaced by DynamicTanh.
+  cait           Touvron, Cord, Sablayrolles, Synnaeve & Jegou 2021, "Going deeper with Image
+                 Transformers" (arXiv:2103.17239): LayerScale + class-attention layers.
+  swin_t         Liu et al. 2021, "Swin Transformer: Hierarchical Vision Transformer using Shifted
+                 Windows" (arXiv:2103.14030), built from torchvision's Swin components.
+  mlp_mixer      Tolstikhin et al. 2021, "MLP-Mixer: An all-MLP Architecture for Vision"
+                 (arXiv:2105.01601).
+  convmixer      Trockman & Kolter 2022, "Patches Are All You Need?" (arXiv:2201.09792).
+  mobilevit_xxs  Mehta & Rastegari 2022, "MobileViT: Light-weight, General-purpose, and
+                 Mobile-friendly Vision Transformer" (arXiv:2110.02178).
+  cct_7_3x1      Hassani et al. 2021, "Escaping the Big Data Paradigm with Compact Transformers"
+                 (arXiv:2104.05704).
+
+The transformer blocks all share one Attention module built on
+`torch.nn.functional.scaled_dot_product_attention` (so the fused flash / memory-efficient kernels are
+used on GPU), and one DropPath module for stochastic depth (Huang et al. 2016, arXiv:1603.09382).
+
+Conventions shared by the builders:
+  * `dropout` is applied before the classifier, and also where the paper's reference code puts its
+    dropout (the transformer MLPs, and CCT's embedding); `attn_dropout` (a size kwarg, default 0)
+    drops attention weights.
+  * `drop_path` is the stochastic-depth rate of the last block, rising linearly from 0 over the depth
+    (CaiT: the same rate in every block, as in its paper).
+  * Any size in a builder's defaults (e.g. `depth=2`, `dim=64`) may be overridden by a keyword; other
+    keywords, and sizes given as None, are ignored.
+  * `image_size` must be a multiple of the model's total stride (patch 4 for the ViTs: 32, 64, ...).
+
+Deviations from the papers, all for 32x32 inputs or for the SDPA kernel, are listed in each
+builder's docstring.
+"""
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models.swin_transformer import ShiftedWindowAttention, SwinTransformer, SwinTransformerBlock
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a whole residual branch per sample, rescale the survivors by 1/keep."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class FeedForward(nn.Sequential):
+    """The transformer MLP: Linear -> act -> Dropout -> Linear -> Dropout."""
+
+    def __init__(self, dim, hidden_dim, dropout=0.0, act=nn.GELU):
+        super().__init__(nn.Linear(dim, hidden_dim), act(), nn.Dropout(dropout),
+                         nn.Linear(hidden_dim, dim), nn.Dropout(dropout))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through `F.scaled_dot_product_attention`.
+
+    With `lsa=True` it is Locality Self-Attention (Lee et al. 2021): the fixed 1/sqrt(d) is replaced
+    by a learnable temperature per head (initialised to 1/sqrt(d)), and each token's score with
+    itself is masked to -inf, so attention goes to the *other* tokens instead of being dominated by
+    the self-similarity q_i . k_i.
+    """
+
+    def __init__(self, dim, heads=8, dim_head=None, *, qkv_bias=True, lsa=False, attn_dropout=0.0, dropout=0.0):
+        super().__init__()
+        dim_head = dim_head or dim // heads
+        self.heads, self.dim_head = heads, dim_head
+        self.qkv = nn.Linear(dim, 3 * heads * dim_head, bias=qkv_bias)
+        self.proj = nn.Linear(heads * dim_head, dim)
+        self.proj_drop = nn.Dropout(dropout)
+        self.attn_dropout = attn_dropout
+        self.lsa = lsa
+        if lsa:
+            self.temperature = nn.Parameter(torch.full((heads,), dim_head ** -0.5))
+
+    def attend(self, q, k, v):
+        """softmax(q k^T * scale [+ mask]) v for q, k, v of shape (B, heads, N, dim_head)."""
+        drop = self.attn_dropout if self.training else 0.0
+        if not self.lsa:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # scale = 1/sqrt(dim_head)
+        # SDPA's `scale` is one float, so the per-head learnable temperature is applied to q instead;
+        # cast so that under autocast q keeps the dtype of k and v.
+        q = q * self.temperature.to(q.dtype).view(1, -1, 1, 1)
+        idx = torch.arange(q.shape[-2], device=q.device)
+        not_self = idx[:, None] != idx[None, :]  # False on the diagonal = -inf (not torch.eye: ONNX-friendly)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=not_self, dropout_p=drop, scale=1.0)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        x = self.attend(q, k, v).transpose(1, 2).reshape(B, N, -1)
+        return self.proj_drop(self.proj(x))
+
+
+class LayerScale(nn.Module):
+    """CaiT's per-channel residual-branch gain, initialised small so each block starts near identity."""
+
+    def __init__(self, dim, init=1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + MSA(norm(x)), then x + MLP(norm(x))."""
+
+    def __init__(self, dim, heads, dim_head, mlp_dim, *, norm=nn.LayerNorm, act=nn.GELU, qkv_bias=True, lsa=False,
+                 dropout=0.0, attn_dropout=0.0, drop_path=0.0, layer_scale=None):
+        super().__init__()
+        self.norm1 = norm(dim)
+        self.attn = Attention(dim, heads, dim_head, qkv_bias=qkv_bias, lsa=lsa, attn_dropout=attn_dropout,
+                              dropout=dropout)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.norm2 = norm(dim)
+        self.mlp = FeedForward(dim, mlp_dim, dropout, act)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches -> Linear (as a strided conv) -> tokens (B, N, dim)."""
+
+    def __init__(self, in_chans, dim, patch_size):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def patchify(x, p):
+    """(B, C, H, W) -> (B, (H/p)(W/p), p*p*C), each patch flattened as (row, col, channel)."""
+    B, C, H, W = x.shape
+    x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(B, (H // p) * (W // p), p * p * C)
+
+
+def posemb_sincos_2d(h, w, dim, temperature=10000.0):
+    """Fixed 2-D sin-cos position embedding (h*w, dim): [sin(x w), cos(x w), sin(y w), cos(y w)].
+
+    A quarter of the channels per (axis, function), frequencies w_i = temperature^(-i / (dim/4 - 1)),
+    as in big_vision / "Better plain ViT baselines". Position (0, 0) is sin = 0, cos = 1.
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos embedding needs dim divisible by 4, got {dim}")
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4) / (dim // 4 - 1))
+    y = y.flatten()[:, None] * omega[None, :]
+    x = x.flatten()[:, None] * omega[None, :]
+    return torch.cat((x.sin(), x.cos(), y.sin(), y.cos()), dim=1).float()
+
+
+def _init_transformer(m):
+    """ViT-style init: truncated normal(0.02) Linear weights, zero biases, unit norms."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def _sizes(defaults: dict, kwargs: dict) -> dict:
+    """The paper's sizes, with any that the caller overrides (not None); other kwargs are ignored."""
+    return {k: (kwargs[k] if kwargs.get(k) is not None else v) for k, v in defaults.items()}
+
+
+def _check_divisible(image_size, stride, name):
+    if image_size % stride:
+        raise ValueError(f"{name}: image_size {image_size} must be a multiple of {stride}")
+
+
+def _drop_rates(drop_path, depth):
+    """Stochastic depth rising linearly from 0 at the first block to `drop_path` at the last."""
+    return torch.linspace(0, drop_path, depth).tolist() if depth > 1 else [drop_path] * depth
+
+
+# --------------------------------------------------------------------------- ViT variants
+
+
+class DynamicTanh(nn.Module):
+    """DyT (Zhu et al. 2025): y = gamma * tanh(alpha * x) + beta, a drop-in replacement for LayerNorm.
+
+    alpha is one learnable scalar (init 0.5 for ViTs) that squashes extreme activations the way
+    LayerNorm's S-shaped input-output map does, without computing any statistics.
+    """
+
+    def __init__(self, dim, alpha_init=0.5):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        return self.weight * torch.tanh(self.alpha * x) + self.bias
+
+
+class ShiftedPatchTokenization(nn.Module):
+    """SPT (Lee et al. 2021): widen each token's receptive field before patchifying.
+
+    The image is shifted by half a patch in the four diagonal directions (zero fill); the four
+    shifted copies are concatenated with the input on the channel axis, so each p x p patch also
+    sees its neighbours' pixels. Then patchify -> LayerNorm -> Linear.
+    """
+
+    def __init__(self, in_chans, dim, patch_size):
+        super().__init__()
+        self.patch_size = patch_size
+        patch_dim = 5 * in_chans * patch_size * patch_size
+        self.norm = nn.LayerNorm(patch_dim)
+        self.proj = nn.Linear(patch_dim, dim)
+
+    @staticmethod
+    def with_shifts(x, s):
+        """(B, C, H, W) -> (B, 5C, H, W): the input and its four diagonal shifts by s pixels."""
+        H, W = x.shape[-2:]
+        padded = F.pad(x, (s, s, s, s))
+        # crop offsets (0,0), (0,2s), (2s,0), (2s,2s) = shifts right-down, left-down, right-up, left-up
+        shifted = [padded[:, :, dy:dy + H, dx:dx + W] for dy in (0, 2 * s) for dx in (0, 2 * s)]
+        return torch.cat([x, *shifted], dim=1)
+
+    def forward(self, x):
+        x = self.with_shifts(x, self.patch_size // 2)
+        return self.proj(self.norm(patchify(x, self.patch_size)))
+
+
+class ViT(nn.Module):
+    """A pre-norm ViT with the options the zoo's ViT variants need.
+
+        image -> patch tokens (+ cls) + position embedding -> depth x Block -> norm -> pool -> Linear
+
+    pool: "cls" (class token, learned position embedding over cls + patches) or "mean" (global
+    average pooling). pos: "learned" or "sincos" (fixed, patches only, needs pool="mean").
+    spt / lsa: Shifted Patch Tokenization / Locality Self-Attention. norm: LayerNorm or DynamicTanh.
+    """
+
+    def __init__(self, *, num_classes, image_size, in_chans, patch_size, dim, depth, heads, dim_head, mlp_dim,
+                 pool="cls", pos="learned", spt=False, lsa=False, norm=nn.LayerNorm, qkv_bias=True,
+                 dropout=0.0, attn_dropout=0.0, drop_path=0.0):
+        super().__init__()
+        _check_divisible(image_size, patch_size, "ViT")
+        if pos == "sincos" and pool != "mean":
+            raise ValueError("the fixed sin-cos embedding covers patches only: use pool='mean'")
+        grid = image_size // patch_size
+        self.patch_embed = (ShiftedPatchTokenization if spt else PatchEmbed)(in_chans, dim, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        if pos == "sincos":
+            # a buffer, not a parameter: fixed, and recomputed from the image size rather than saved
+            self.register_buffer("pos_embed", posemb_sincos_2d(grid, grid, dim)[None], persistent=False)
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + (pool == "cls"), dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.Sequential(*[
+            Block(dim, heads, dim_head, mlp_dim, norm=norm, qkv_bias=qkv_bias, lsa=lsa, dropout=dropout,
+                  attn_dropout=attn_dropout, drop_path=p)
+            for p in _drop_rates(drop_path, depth)])
+        self.norm = norm(dim)
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_classes)
+        self.apply(_init_transformer)
+
+    def forward(self, x):
+        x = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.norm(self.blocks(x + self.pos_embed))
+        x = x[:, 0] if self.cls_token is not None else x.mean(dim=1)
+        return self.head(self.head_drop(x))
+
+
+def build_simple_vit(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                     drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """SimpleViT (Beyer et al. 2022): patch 4, dim 384, depth 7, heads 6 (head dim 64), MLP 1536.
+
+    Fixed 2-D sin-cos position embedding, no class token, global average pooling, LayerNorm ->
+    Linear head. The head is not zero-initialised as in big_vision, so that gradients reach the
+    whole network from the first step.
+    """
+    s = _sizes(dict(patch_size=4, dim=384, depth=7, heads=6, mlp_dim=1536, attn_dropout=0.0), kwargs)
+    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=s["patch_size"],
+               dim=s["dim"], depth=s["depth"], heads=s["heads"], dim_head=s["dim"] // s["heads"],
+               mlp_dim=s["mlp_dim"], pool="mean", pos="sincos", dropout=dropout, attn_dropout=s["attn_dropout"],
+               drop_path=drop_path)
+
+
+def build_vit_spt_lsa(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                      drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """ViT with SPT + LSA (Lee et al. 2021), the paper's CIFAR ViT: patch 4, dim 192, depth 9,
+    12 heads of dim 16, MLP 384 (ratio 2), class token, learned position embedding.
+
+    As in the official code: qkv without bias, one learnable temperature per head, the diagonal
+    mask also covers the class token. (The paper trains with drop_path 0.1.)
+    """
+    s = _sizes(dict(patch_size=4, dim=192, depth=9, heads=12, dim_head=16, mlp_dim=384, attn_dropout=0.0), kwargs)
+    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=s["patch_size"],
+               dim=s["dim"], depth=s["depth"], heads=s["heads"], dim_head=s["dim_head"], mlp_dim=s["mlp_dim"],
+               pool="cls", pos="learned", spt=True, lsa=True, qkv_bias=False, dropout=dropout,
+               attn_dropout=s["attn_dropout"], drop_path=drop_path)
+
+
+def build_vit_dyt(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                  drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """Pre-norm ViT with every LayerNorm replaced by DynamicTanh (Zhu et al. 2025), at the
+    ViT-CIFAR size: patch 4, dim 384, depth 7, 12 heads (head dim 32), MLP 384, class token,
+    learned position embedding. alpha is initialised to 0.5 (the paper's value for ViTs)."""
+    s = _sizes(dict(patch_size=4, dim=384, depth=7, heads=12, mlp_dim=384, alpha_init=0.5, attn_dropout=0.0),
+               kwargs)
+
+    def norm(dim):
+        return DynamicTanh(dim, s["alpha_init"])
+
+    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=s["patch_size"],
+               dim=s["dim"], depth=s["depth"], heads=s["heads"], dim_head=s["dim"] // s["heads"],
+               mlp_dim=s["mlp_dim"], pool="cls", pos="learned", norm=norm, dropout=dropout,
+               attn_dropout=s["attn_dropout"], drop_path=drop_path)
+
+
+# --------------------------------------------------------------------------- CaiT
+
+
+class ClassAttention(nn.Module):
+    """CaiT's class attention: only the class token queries; keys and values are [cls, patches]."""
+
+    def __init__(self, dim, heads, *, qkv_bias=True, attn_dropout=0.0, dropout=0.0):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+        self.attn_dropout = attn_dropout
+
+    def forward(self, x):  # x: (B, 1 + N, C), class token first
+        B, N, C = x.shape
+        q = self.q(x[:, :1]).view(B, 1, self.heads, C // self.heads).transpose(1, 2)
+        k, v = self.kv(x).view(B, N, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, 1, C)))
+
+
+class ClassAttentionBlock(nn.Module):
+    """Updates the class token only: cls + CA(norm([cls, patches])), then cls + MLP(norm(cls))."""
+
+    def __init__(self, dim, heads, mlp_dim, *, dropout=0.0, attn_dropout=0.0, drop_path=0.0, layer_scale=1e-5):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = ClassAttention(dim, heads, attn_dropout=attn_dropout, dropout=dropout)
+        self.ls1 = LayerScale(dim, layer_scale)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.ls2 = LayerScale(dim, layer_scale)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, cls, x):
+        cls = cls + self.drop_path(self.ls1(self.attn(self.norm1(torch.cat([cls, x], dim=1)))))
+        return cls + self.drop_path(self.ls2(self.mlp(self.norm2(cls))))
+
+
+class CaiT(nn.Module):
+    """CaiT: self-attention over patches only (no class token), LayerScale on every residual branch;
+    the class token joins at the end, in a few class-attention layers that read the frozen patches."""
+
+    def __init__(self, *, num_classes, image_size, in_chans, patch_size, dim, depth, cls_depth, heads, mlp_ratio,
+                 layer_scale, dropout=0.0, attn_dropout=0.0, drop_path=0.0):
+        super().__init__()
+        _check_divisible(image_size, patch_size, "CaiT")
+        grid = image_size // patch_size
+        mlp_dim = int(dim * mlp_ratio)
+        norm = functools.partial(nn.LayerNorm, eps=1e-6)
+        self.patch_embed = PatchEmbed(in_chans, dim, patch_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, dim))
+        self.blocks = nn.Sequential(*[
+            Block(dim, heads, dim // heads, mlp_dim, norm=norm, dropout=dropout, attn_dropout=attn_dropout,
+                  drop_path=drop_path, layer_scale=layer_scale)
+            for _ in range(depth)])
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.cls_blocks = nn.ModuleList([
+            ClassAttentionBlock(dim, heads, mlp_dim, dropout=dropout, attn_dropout=attn_dropout,
+                                layer_scale=layer_scale)
+            for _ in range(cls_depth)])
+        self.norm = norm(dim)
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(_init_transformer)
+
+    def forward(self, x):
+        x = self.blocks(self.patch_embed(x) + self.pos_embed)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        for blk in self.cls_blocks:
+            cls = blk(cls, x)
+        x = self.norm(torch.cat([cls, x], dim=1))
+        return self.head(self.head_drop(x[:, 0]))
+
+
+def build_cait(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+               drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """CaiT-XXS24 with 4x4 patches: dim 192, 24 self-attention + 2 class-attention layers, 4 heads
+    (head dim 48), MLP ratio 4, LayerScale init 1e-5 (the paper's value for depth 24).
+
+    Talking-heads attention is left out: it mixes the attention logits across heads before the
+    softmax, which the fused SDPA kernel cannot do (the paper credits it with a small gain).
+    As in the paper, every block gets the same drop_path rate.
+    """
+    s = _sizes(dict(patch_size=4, dim=192, depth=24, cls_depth=2, heads=4, mlp_ratio=4.0, layer_scale=1e-5,
+                    attn_dropout=0.0), kwargs)
+    return CaiT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
+                drop_path=drop_path, **s)
+
+
+# --------------------------------------------------------------------------- Swin
+
+
+def _shift_mask(H, W, window, shift, device):
+    """(windows, N, N) additive mask for shifted windows: -100 between tokens that were not
+    neighbours before the cyclic shift (they share a window only because of the roll)."""
+    region = torch.zeros(H, W, device=device)
+    count = 0
+    for h in (slice(0, -window[0]), slice(-window[0], -shift[0]), slice(-shift[0], None)):
+        for w in (slice(0, -window[1]), slice(-window[1], -shift[1]), slice(-shift[1], None)):
+            region[h, w] = count
+            count += 1
+    region = region.view(H // window[0], window[0], W // window[1], window[1]).permute(0, 2, 1, 3)
+    region = region.reshape(-1, window[0] * window[1])
+    diff = region[:, None, :] - region[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
+class WindowAttentionSDPA(ShiftedWindowAttention):
+    """torchvision's (shifted) window attention, same parameters, with the softmax done by SDPA.
+
+    The relative position bias and the shift mask go in as SDPA's additive `attn_mask`.
+    """
+
+    def forward(self, x):  # x: (B, H, W, C)
+        B, H, W, C = x.shape
+        wh, ww = self.window_size
+        x = F.pad(x, (0, 0, 0, (-W) % ww, 0, (-H) % wh))  # as torchvision: pad to whole windows
+        _, Hp, Wp, _ = x.shape
+        shift = [0 if wh >= Hp else self.shift_size[0], 0 if ww >= Wp else self.shift_size[1]]
+        if sum(shift):
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        nh, nw = Hp // wh, Wp // ww
+        x = x.view(B, nh, wh, nw, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B * nh * nw, wh * ww, C)
+
+        q, k, v = self.qkv(x).view(x.shape[0], wh * ww, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        mask = self.get_relative_position_bias()  # (1, heads, N, N)
+        if sum(shift):
+            mask = mask + _shift_mask(Hp, Wp, self.window_size, shift, x.device)[:, None]  # (windows, heads, N, N)
+            mask = mask.repeat(B, 1, 1, 1)  # windows are batch-major: row b * windows + w
+        drop = self.attention_dropout if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=drop)
+        x = x.transpose(1, 2).reshape(-1, wh * ww, C)
+        x = F.dropout(self.proj(x), p=self.dropout, training=self.training)
+
+        x = x.view(B, nh, nw, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+        if sum(shift):
+            x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return x[:, :H, :W, :].contiguous()
+
+
+class SwinCIFAR(SwinTransformer):
+    """torchvision's SwinTransformer with an `in_chans` stem, SDPA window attention, windows clipped
+    to small feature maps, and dropout before the head."""
+
+    def __init__(self, *, num_classes, image_size, in_chans, patch_size, embed_dim, depths, num_heads, window_size,
+                 mlp_ratio=4.0, dropout=0.0, attn_dropout=0.0, drop_path=0.0):
+        _check_divisible(image_size, patch_size * 2 ** (len(depths) - 1), "Swin")
+        grid = image_size // patch_size
+
+        def block(dim, heads, window_size, shift_size, **kw):
+            # Stage i has dim = embed_dim * 2^i and side grid / 2^i. Where the window would cover the
+            # whole map, clip it to the map and do not shift, as the official Swin code does (at 32x32
+            # the last stage is 2x2: torchvision would zero-pad it to a 4x4 window instead).
+            side = grid // (dim // embed_dim)
+            if side <= min(window_size):
+                window_size, shift_size = [side, side], [0, 0]
+            return SwinTransformerBlock(dim, heads, window_size, shift_size, attn_layer=WindowAttentionSDPA, **kw)
+
+        # The paper's Swin-T has no dropout inside the blocks, only stochastic depth.
+        super().__init__(patch_size=[patch_size, patch_size], embed_dim=embed_dim, depths=list(depths),
+                         num_heads=list(num_heads), window_size=[window_size, window_size], mlp_ratio=mlp_ratio,
+                         dropout=0.0, attention_dropout=attn_dropout, stochastic_depth_prob=drop_path,
+                         num_classes=num_classes, block=block)
+        self.features[0][0] = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.head_drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = self.norm(self.features(x))  # (B, h, w, C)
+        return self.head(self.head_drop(x.mean(dim=(1, 2))))
+
+
+def build_swin_t(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                 drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """Swin-T for 32x32: patch 2 (not 4), window 4 (not 7), embed dim 96, depths (2, 2, 6, 2),
+    heads (3, 6, 12, 24), MLP ratio 4; the four stages are 16, 8, 4, 2 tokens a side.
+
+    Built from torchvision's Swin blocks and patch merging. At 32x32 stage 3 (4x4) is one unshifted
+    window, and stage 4 (2x2) one 2x2 window (smaller relative-position table). The attention runs
+    through SDPA (torchvision writes the softmax out).
+    """
+    s = _sizes(dict(patch_size=2, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=4,
+                    mlp_ratio=4.0, attn_dropout=0.0), kwargs)
+    return SwinCIFAR(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
+                     drop_path=drop_path, **s)
+
+
+# --------------------------------------------------------------------------- MLP-Mixer
+
+
+class MixerBlock(nn.Module):
+    """x + token-mixing MLP (across patches, per channel), then x + channel-mixing MLP (per patch)."""
+
+    def __init__(self, num_patches, dim, token_mlp_dim, channel_mlp_dim, drop_path=0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mlp = FeedForward(num_patches, token_mlp_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.channel_mlp = FeedForward(dim, channel_mlp_dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):  # (B, N, C)
+        x = x + self.drop_path(self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2))
+        return x + self.drop_path(self.channel_mlp(self.norm2(x)))
+
+
+class MLPMixer(nn.Module):
+    def __init__(self, *, num_classes, image_size, in_chans, patch_size, dim, depth, token_mlp_dim,
+                 channel_mlp_dim, dropout=0.0, drop_path=0.0):
+        super().__init__()
+        _check_divisible(image_size, patch_size, "MLP-Mixer")
+        num_patches = (image_size // patch_size) ** 2
+        self.stem = PatchEmbed(in_chans, dim, patch_size)
+        self.blocks = nn.Sequential(*[MixerBlock(num_patches, dim, token_mlp_dim, channel_mlp_dim, p)
+                                      for p in _drop_rates(drop_path, depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_classes)
+        self.apply(_init_transformer)
+
+    def forward(self, x):
+        x = self.norm(self.blocks(self.stem(x))).mean(dim=1)  # global average pooling over patches
+        return self.head(self.head_drop(x))
+
+
+def build_mlp_mixer(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                    drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """MLP-Mixer for CIFAR: patch 4 (64 patches), dim 512, depth 8, token MLP 256, channel MLP 2048.
+    The token MLP acts on the patch axis, so its size follows image_size."""
+    s = _sizes(dict(patch_size=4, dim=512, depth=8, token_mlp_dim=256, channel_mlp_dim=2048), kwargs)
+    return MLPMixer(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
+                    drop_path=drop_path, **s)
+
+
+# --------------------------------------------------------------------------- ConvMixer
+
+
+class Residual(nn.Module):
+    def __init__(self, fn, drop_path=0.0):
+        super().__init__()
+        self.fn = fn
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        return x + self.drop_path(self.fn(x))
+
+
+def ConvMixer(*, num_classes, in_chans, dim, depth, kernel_size, patch_size, dropout=0.0, drop_path=0.0):
+    """ConvMixer, as the paper's listing: a patch-embedding conv, then `depth` times a residual
+    depthwise conv (spatial mixing) and a pointwise conv (channel mixing), each followed by GELU + BN."""
+    return nn.Sequential(
+        nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size), nn.GELU(), nn.BatchNorm2d(dim),
+        *[nn.Sequential(
+            Residual(nn.Sequential(
+                # padding k//2 = "same" for the odd kernels used here, written out so ONNX export is plain
+                nn.Conv2d(dim, dim, kernel_size, groups=dim, padding=kernel_size // 2), nn.GELU(),
+                nn.BatchNorm2d(dim)), drop_path=p),
+            nn.Conv2d(dim, dim, kernel_size=1), nn.GELU(), nn.BatchNorm2d(dim))
+          for p in _drop_rates(drop_path, depth)],
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(dim, num_classes))
+
+
+def build_convmixer(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                    drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """ConvMixer-256/8 with the paper's CIFAR-10 settings: kernel 5, patch 2 (about 0.59M parameters).
+    drop_path (default 0, not in the paper) drops the residual depthwise branch."""
+    s = _sizes(dict(dim=256, depth=8, kernel_size=5, patch_size=2), kwargs)
+    _check_divisible(image_size, s["patch_size"], "ConvMixer")
+    return ConvMixer(num_classes=num_classes, in_chans=in_chans, dropout=dropout, drop_path=drop_path, **s)
+
+
+# --------------------------------------------------------------------------- MobileViT
+
+
+def conv_bn_act(c_in, c_out, kernel_size=3, stride=1, groups=1, act=True):
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out), nn.SiLU() if act else nn.Identity())
+
+
+class MV2Block(nn.Module):
+    """MobileNetV2 inverted residual: 1x1 expand -> 3x3 depthwise (stride) -> 1x1 project (linear)."""
+
+    def __init__(self, c_in, c_out, stride=1, expansion=2):
+        super().__init__()
+        hidden = c_in * expansion
+        self.use_residual = stride == 1 and c_in == c_out
+        self.conv = nn.Sequential(
+            conv_bn_act(c_in, hidden, 1) if expansion != 1 else nn.Identity(),
+            conv_bn_act(hidden, hidden, 3, stride, groups=hidden),
+            conv_bn_act(hidden, c_out, 1, act=False))
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_residual else self.conv(x)
+
+
+class MobileViTBlock(nn.Module):
+    """Local (convs) -> global (transformer across patches) -> fuse with the input.
+
+    The d-channel map is cut into ph x pw patches; the transformer then runs, for each of the ph*pw
+    pixel positions, over the sequence of patches, so every pixel sees the whole image while the
+    convolutions keep the spatial order.
+    """
+
+    def __init__(self, channels, dim, depth, heads, mlp_dim, patch_size=2, dropout=0.0, attn_dropout=0.0,
+                 drop_path=0.0):
+        super().__init__()
+        self.patch_size = patch_size
+        self.local = nn.Sequential(conv_bn_act(channels, channels, 3),
+                                   nn.Conv2d(channels, dim, 1, bias=False))
+        self.transformer = nn.Sequential(*[
+            Block(dim, heads, dim // heads, mlp_dim, act=nn.SiLU, dropout=dropout, attn_dropout=attn_dropout,
+                  drop_path=p) for p in _drop_rates(drop_path, depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.proj = conv_bn_act(dim, channels, 1)
+        self.fusion = conv_bn_act(2 * channels, channels, 3)
+
+    def forward(self, x):
+        y = self.local(x)
+        B, D, H, W = y.shape
+        p = self.patch_size
+        # unfold: (B, D, H, W) -> (B * p * p, patches, D)
+        y = y.reshape(B, D, H // p, p, W // p, p).permute(0, 3, 5, 2, 4, 1).reshape(B * p * p, -1, D)
+        y = self.norm(self.transformer(y))
+        # fold back
+        y = y.reshape(B, p, p, H // p, W // p, D).permute(0, 5, 3, 1, 4, 2).reshape(B, D, H, W)
+        return self.fusion(torch.cat([x, self.proj(y)], dim=1))
+
+
+class MobileViT(nn.Module):
+    def __init__(self, *, num_classes, image_size, in_chans, dims, channels, depths, heads, expansion, patch_size,
+                 stem_stride, dropout=0.0, attn_dropout=0.0, drop_path=0.0):
+        super().__init__()
+        c = channels
+        _check_divisible(image_size, stem_stride * 16 * patch_size, "MobileViT")
+        mvit = dict(heads=heads, patch_size=patch_size, dropout=dropout, attn_dropout=attn_dropout,
+                    drop_path=drop_path)
+        self.stem = conv_bn_act(in_chans, c[0], 3, stride=stem_stride)
+        self.layers = nn.Sequential(
+            MV2Block(c[0], c[1], 1, expansion),                                           # layer1
+            MV2Block(c[1], c[2], 2, expansion), MV2Block(c[2], c[3], 1, expansion),        # layer2
+            MV2Block(c[3], c[3], 1, expansion),
+            MV2Block(c[3], c[4], 2, expansion),                                           # layer3
+            MobileViTBlock(c[5], dims[0], depths[0], mlp_dim=2 * dims[0], **mvit),
+            MV2Block(c[5], c[6], 2, expansion),                                           # layer4
+            MobileViTBlock(c[7], dims[1], depths[1], mlp_dim=2 * dims[1], **mvit),
+            MV2Block(c[7], c[8], 2, expansion),                                           # layer5
+            MobileViTBlock(c[9], dims[2], depths[2], mlp_dim=2 * dims[2], **mvit),
+            conv_bn_act(c[9], c[10], 1))
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(c[10], num_classes)
+
+    def forward(self, x):
+        x = self.layers(self.stem(x)).mean(dim=(2, 3))
+        return self.head(self.head_drop(x))
+
+
+def build_mobilevit_xxs(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                        drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """MobileViT-XXS (layout of apple/ml-cvnets): transformer dims (64, 80, 96) with depths (2, 4, 3),
+    4 heads, FFN 2x dim, channels (16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 320), MV2 expansion 2,
+    2x2 patches.
+
+    Adaptation for 32x32: the stem conv has stride 1 (not 2), so the feature maps are 32, 16, 8, 4, 2
+    instead of 1/8 the size; the three MobileViT blocks see 8x8, 4x4 and 2x2 maps, i.e. 16, 4 and 1
+    patches (the last block's attention has a single token and acts as a per-pixel MLP).
+    The paper's classifier dropout is 0.1: pass dropout=0.1.
+    """
+    s = _sizes(dict(dims=(64, 80, 96), channels=(16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 320), depths=(2, 4, 3),
+                    heads=4, expansion=2, patch_size=2, stem_stride=1, attn_dropout=0.0), kwargs)
+    return MobileViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
+                     drop_path=drop_path, **s)
+
+
+# --------------------------------------------------------------------------- CCT
+
+
+class ConvTokenizer(nn.Module):
+    """CCT's tokenizer: n x (conv k x k, stride 1 -> ReLU -> maxpool 3/2) -> flatten to tokens.
+
+    Convolutions instead of patchify give tokens that overlap and keep local structure, which is
+    what lets a small transformer train from scratch on small data.
+    """
+
+    def __init__(self, in_chans, dim, kernel_size=3, n_conv_layers=1, mid_chans=64):
+        super().__init__()
+        widths = [in_chans] + [mid_chans] * (n_conv_layers - 1) + [dim]
+        self.layers = nn.Sequential(*[
+            nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size, stride=max(1, kernel_size // 2 - 1),
+                                    padding=max(1, kernel_size // 2), bias=False),
+                          nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1))
+            for c_in, c_out in zip(widths[:-1], widths[1:])])
+
+    def forward(self, x):
+        return self.layers(x).flatten(2).transpose(1, 2)
+
+
+class CCTBlock(nn.Module):
+    """CCT's encoder layer (from its code): x + MSA(LN(x)), then LN, then + MLP without a norm."""
+
+    def __init__(self, dim, heads, mlp_dim, dropout=0.0, attn_dropout=0.0, drop_path=0.0):
+        super().__init__()
+        self.pre_norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, qkv_bias=False, attn_dropout=attn_dropout, dropout=dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        x = self.norm1(x + self.drop_path(self.attn(self.pre_norm(x))))
+        return x + self.drop_path(self.mlp(x))
+
+
+class SeqPool(nn.Module):
+    """Sequence pooling: a learned softmax weighting of the output tokens replaces the class token."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.attention_pool = nn.Linear(dim, 1)
+
+    def forward(self, x):  # (B, N, C) -> (B, C)
+        w = self.attention_pool(x).softmax(dim=1)  # (B, N, 1)
+        return (w.transpose(1, 2) @ x).squeeze(1)
+
+
+class CCT(nn.Module):
+    def __init__(self, *, num_classes, image_size, in_chans, dim, depth, heads, mlp_ratio, kernel_size,
+                 n_conv_layers, dropout=0.0, attn_dropout=0.0, drop_path=0.0):
+        super().__init__()
+        self.tokenizer = ConvTokenizer(in_chans, dim, kernel_size, n_conv_layers)
+        with torch.no_grad():  # the sequence length is whatever the tokenizer makes of this image size
+            seq_len = self.tokenizer(torch.zeros(1, in_chans, image_size, image_size)).shape[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, dim))
+        self.pos_drop = nn.Dropout(dropout)
+        self.blocks = nn.Sequential(*[CCTBlock(dim, heads, int(dim * mlp_ratio), dropout, attn_dropout, p)
+                                      for p in _drop_rates(drop_path, depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.pool = SeqPool(dim)
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_classes)
+        self.apply(_init_transformer)
+        nn.init.trunc_normal_(self.pos_embed, std=0.2)  # CCT's value
+        for m in self.tokenizer.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x):
+        x = self.pos_drop(self.tokenizer(x) + self.pos_embed)
+        x = self.pool(self.norm(self.blocks(x)))
+        return self.head(self.head_drop(x))
+
+
+def build_cct_7_3x1(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                    drop_path: float = 0.0, **kwargs) -> nn.Module:
+    """CCT-7/3x1: one 3x3 conv (stride 1, padding 1, no bias) + ReLU + maxpool 3/2 tokenizer
+    (256 tokens at 32x32), dim 256, 7 layers, 4 heads, MLP ratio 2, learned position embedding,
+    sequence pooling. 3.76M parameters on CIFAR-10, as published.
+
+    The paper's recipe uses stochastic depth 0.1 and attention dropout 0.1: pass drop_path=0.1,
+    attn_dropout=0.1 (the defaults here are 0, like every other model of the zoo).
+    """
+    s = _sizes(dict(dim=256, depth=7, heads=4, mlp_ratio=2.0, kernel_size=3, n_conv_layers=1, attn_dropout=0.0),
+               kwargs)
+    return CCT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
+               drop_path=drop_path, **s)
+
+
+MODELS = {
+    "simple_vit": build_simple_vit,
+    "vit_spt_lsa": build_vit_spt_lsa,
+    "vit_dyt": build_vit_dyt,
+    "cait": build_cait,
+    "swin_t": build_swin_t,
+    "mlp_mixer": build_mlp_mixer,
+    "convmixer": build_convmixer,
+    "mobilevit_xxs": build_mobilevit_xxs,
+    "cct_7_3x1": build_cct_7_3x1,
+}
