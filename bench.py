@@ -152,6 +152,7 @@ def bench(args):
     cli.resolve_args(args)
     device = pick_device(args.device)
     args.device_type = device.type
+    args.input_size = args.image_size
     torch.backends.cudnn.benchmark = not args.off_benchmark
     seed_everything(args.seed)
     steps = args.warmup_steps + args.steps

@@ -48,6 +48,8 @@ class Data:
     classes: list
     mean: list
     std: list
+    val_x: torch.Tensor = None  # held out of the training split by --val-split or --folds
+    val_y: torch.Tensor = None
 
     @property
     def in_chans(self):
@@ -172,6 +174,40 @@ def load_folder(root, image_size=32):
                 list(train.classes), mean, std)
 
 
+def stratified_folds(labels, k, seed):
+    """k disjoint index sets covering every image, each class spread evenly over them."""
+    g = torch.Generator().manual_seed(seed)
+    folds = [[] for _ in range(k)]
+    offset = 0
+    for c in labels.unique():
+        idx = (labels == c).nonzero().squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        for j, i in enumerate(idx.tolist()):
+            folds[(j + offset) % k].append(i)
+        offset += len(idx)  # so small classes do not all start in fold 0
+    return [torch.tensor(sorted(f), dtype=torch.long) for f in folds]
+
+
+def stratified_holdout(labels, n, seed):
+    """(kept, held out) indices: n images held out, in proportion to the class sizes."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=g)
+    # Sorting a random order by class and taking every (N/n)-th image stratifies the draw.
+    by_class = order[torch.sort(labels[order], stable=True).indices]
+    picks = torch.linspace(0, len(labels) - 1, n).round().long().unique()
+    held = by_class[picks]
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[held] = False
+    return mask.nonzero().squeeze(1), held.sort().values
+
+
+def _hold_out(data, held):
+    keep = torch.ones(len(data.train_y), dtype=torch.bool)
+    keep[held] = False
+    data.val_x, data.val_y = data.train_x[held], data.train_y[held]
+    data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
+
+
 def load_data(args):
     data = DATASETS.build(args.dataset, args.data_dir, image_size=args.image_size)
     if len(data.train_y) == 0 or len(data.test_y) == 0:
@@ -182,6 +218,15 @@ def load_data(args):
         g = torch.Generator().manual_seed(args.seed)
         keep = torch.randperm(len(data.train_y), generator=g)[: args.train_subset].sort().values
         data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
+    if args.val_split:
+        if args.val_split >= len(data.train_y):
+            raise UserError(f"--val-split {args.val_split} leaves no training images (the split has {len(data.train_y)})")
+        _hold_out(data, stratified_holdout(data.train_y, args.val_split, args.seed)[1])
+    elif args.fold is not None:
+        k, i = args.fold
+        if k > len(data.train_y):
+            raise UserError(f"--folds {k} is more than the {len(data.train_y)} training images")
+        _hold_out(data, stratified_folds(data.train_y, k, args.seed)[i])
     return data
 
 
@@ -322,9 +367,9 @@ class EvalLoader:
 
 
 def build_loaders(args, data, device, rank=0, world_size=1):
-    """(train loader, test loader) for the input path args.input_path."""
+    """(train loader, per-epoch evaluation loader) for the input path args.input_path."""
     pil_policy, batch_policy = build_policy(args)
-    normalize = Normalize(data.mean, data.std, args.image_size, device)
+    normalize = Normalize(data.mean, data.std, args.input_size, device)
     common = dict(batch_size=args.batch_size, crop_padding=args.crop_padding, hflip=args.hflip,
                   device=device, rank=rank, world_size=world_size)
     on_device = args.input_path == "device"
@@ -333,5 +378,7 @@ def build_loaders(args, data, device, rank=0, world_size=1):
     else:
         source = WorkerSource(data.train_x, data.train_y, policy=pil_policy, workers=args.workers, **common)
     train = TrainLoader(source, normalize, build_extras(args), args.seed)
-    test = EvalLoader(data.test_x, data.test_y, args.eval_batch_size, normalize, device, on_device, rank, world_size)
+    # Per-epoch evaluation uses the held-out part of the training split when there is one.
+    held_x, held_y = (data.val_x, data.val_y) if data.val_y is not None else (data.test_x, data.test_y)
+    test = EvalLoader(held_x, held_y, args.eval_batch_size, normalize, device, on_device, rank, world_size)
     return train, test

@@ -24,9 +24,13 @@ import vit
 from augment import build_mixer
 from criterions import CRITERIONS
 from data import DATASETS, load_data, build_loaders, epoch_seed
+import protocol
 from engine import NonFiniteLoss, evaluate, train_one_epoch
+from evaluation import classification_report, ensemble, predict_logits
+from plot import plot_confusion, plot_run
 from loggers import CSVLogger, NullLogger, build_comet
-from models import build_model
+from models import MODELS, build_model
+from pretrained import build_pretrained
 from optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from utils import (UserError, atomic_save, count_parameters, load_checkpoint, pick_device, rng_state,
                    seed_everything, set_rng_state, write_json)
@@ -35,7 +39,7 @@ CHECKPOINT = "checkpoint.pt"
 # Called as fn(epoch, row) after every epoch of main() (sweep.py reports to Optuna through it).
 EPOCH_CALLBACKS = []
 # Flags that may change between a run and its --resume without changing what it computes.
-RESUMABLE_CHANGES = {"resume", "device", "workers", "api_key", "comet_offline", "progress", "log_interval",
+RESUMABLE_CHANGES = {"input_size", "resume", "output_dir_given", "tta", "device", "workers", "api_key", "comet_offline", "progress", "log_interval",
                      "eval_batch_size", "output_dir", "compile", "project_name", "data_dir", "off_benchmark"}
 
 
@@ -53,6 +57,14 @@ def get_args_parser():
     g.add_argument("--num-classes", type=int, default=None, help="default: the dataset's class count")
     g.add_argument("--image-size", type=int, default=32, help="images are resized to this side")
     g.add_argument("--train-subset", type=int, default=0, help="train on N images drawn with --seed (0: all)")
+    g.add_argument("--val-split", type=int, default=0,
+                   help="hold out N training images (seeded, stratified) for per-epoch validation; "
+                        "the test set is then evaluated once, at the end")
+    g.add_argument("--folds", type=int, default=0,
+                   help="K-fold cross-validation: one run per fold in --output-dir/fold_I, a summary, "
+                        "and the folds' ensemble on the test set")
+    g.add_argument("--seeds", default=None, help="comma-separated seeds: one run each in --output-dir/seed_S, "
+                                                 "and the mean +- std of the final metrics")
     g.add_argument("--input-path", default="auto", choices=["auto", "device", "workers"],
                    help="device: data and augmentation on the GPU; workers: PIL transforms in DataLoader "
                         "workers; auto: device on CUDA/MPS, workers on the CPU")
@@ -67,6 +79,9 @@ def get_args_parser():
     g.add_argument("--hidden", type=int, default=None, help="ViT: width (default: preset's; vit: 384)")
     g.add_argument("--mlp-hidden", type=int, default=None, help="ViT: MLP width (default: preset's; vit: 384)")
     g.add_argument("--off-cls-token", action="store_true", help="ViT: average the tokens instead of a cls token")
+    g.add_argument("--pretrained", default=None, metavar="PATH|hub",
+                   help="for timm/<name> or tv/<name> backbones: weights from a local state dict, or 'hub' "
+                        "(online); the head is replaced and images are resized to the backbone's input size")
     g.add_argument("--vit-maths", default="standard", choices=vit.MATHS,
                    help="original: ViT-CIFAR's attention scale sqrt(hidden) and GELU after the MLP (README)")
     g.add_argument("--dropout", type=float, default=0.0)
@@ -136,6 +151,7 @@ def get_args_parser():
                    help="continue the run in --output-dir, or from the given checkpoint")
     g.add_argument("--eval-only", action="store_true", help="evaluate --weights on the test set and exit")
     g.add_argument("--weights", nargs="+", default=None, help="weights for --eval-only (several: ensembled)")
+    g.add_argument("--tta", action="store_true", help="flip test-time augmentation in the final evaluation")
     g.add_argument("--skip-nonfinite", action="store_true", help="skip steps whose loss is not finite")
     g.add_argument("--dry-run", action="store_true", help="2 training and 2 evaluation batches, nothing written")
     g.add_argument("--log-interval", type=int, default=50, help="steps between progress-bar refreshes")
@@ -195,8 +211,30 @@ def resolve_args(args):
     _check(not args.weights or args.eval_only, "--weights is for --eval-only (to continue a run use --resume)")
     _check(not args.eval_only or args.weights, "--eval-only needs --weights PATH")
     _check(not (args.eval_only and args.resume), "--eval-only and --resume do not go together")
+    _check(args.val_split >= 0 and args.folds >= 0, "--val-split and --folds must not be negative")
+    _check(args.folds != 1, "--folds needs at least 2 folds")
+    _check(not (args.val_split and args.folds), "choose --val-split or --folds, not both")
+    if args.seeds is not None:
+        try:
+            args.seeds = [int(s) for s in str(args.seeds).split(",")] if not isinstance(args.seeds, list) else args.seeds
+        except ValueError:
+            raise UserError(f"--seeds takes comma-separated integers, got {args.seeds!r}")
+        _check(len(set(args.seeds)) == len(args.seeds), "--seeds has a repeated seed")
+    _check(not ((args.folds or args.seeds) and (args.eval_only or args.resume)),
+           "--folds and --seeds start new runs; they do not go with --eval-only or --resume")
+    if not hasattr(args, "fold"):
+        args.fold = None  # (k, i) inside a --folds run
+    pretrained = "/" in args.model_name
+    _check(pretrained or args.model_name in MODELS,
+           f"unknown model {args.model_name!r}; choose from: {', '.join(MODELS.names())}, or timm/<name>, tv/<name>")
+    _check(pretrained or args.pretrained is None, "--pretrained is for timm/<name> or tv/<name> backbones")
     if args.model_name in vit.PRESETS:
         _resolve_vit(args)
+    else:
+        vit_only = [f for f in ("patch", "patch_size", "head", "num_layers", "hidden", "mlp_hidden")
+                    if getattr(args, f) is not None] + (["off_cls_token"] if args.off_cls_token else [])
+        _check(not vit_only, f"{', '.join('--' + f.replace('_', '-') for f in vit_only)} set the size of the ViT "
+                             f"presets ({', '.join(vit.PRESETS)}), not of {args.model_name}")
     args.experiment_name = args.experiment_name or experiment_name(args)
     if args.output_dir is None:
         resumed_from_file = args.resume not in (None, "auto")
@@ -230,6 +268,17 @@ def model_options(args):
                 num_layers=args.num_layers, hidden=args.hidden, mlp_hidden=args.mlp_hidden, head=args.head,
                 cls_token=not args.off_cls_token, maths=args.vit_maths, shakedrop=args.shakedrop,
                 zero_init_residual=args.zero_init_residual, se=args.se)
+
+
+def make_model(args, in_chans):
+    """The model, and args.input_size: the side it takes (the images are resized to it on the
+    device), which is --image-size except for a pretrained backbone trained at another size."""
+    if "/" in args.model_name:
+        model, args.input_size = build_pretrained(args.model_name, args.num_classes, in_chans, args.pretrained)
+    else:
+        model = build_model(args.model_name, args.num_classes, args.image_size, in_chans, **model_options(args))
+        args.input_size = args.image_size
+    return model
 
 
 def amp_setup(args, device):
@@ -269,28 +318,55 @@ def load_weights(model, path):
         raise UserError(f"{path} does not fit the model: {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}")
 
 
+def _class_names(args, data):
+    # --num-classes may give the model more outputs than the dataset has classes.
+    return data.classes + [f"unused_{i}" for i in range(len(data.classes), args.num_classes)]
+
+
 def run_eval_only(args, model, data, device, criterion):
-    from data import EvalLoader, Normalize
-    normalize = Normalize(data.mean, data.std, args.image_size, device)
-    loader = EvalLoader(data.test_x, data.test_y, args.eval_batch_size, normalize, device, on_device=False)
+    """Test-set report of one set of weights, or of the ensemble of several."""
     amp_dtype, _ = amp_setup(args, device)
-    probs, labels = 0, None
+    probs = []
     for path in args.weights:
         load_weights(model, path)
-        model.to(device)
-        metrics, logits, labels = evaluate(model, loader, criterion, device, amp_dtype=amp_dtype,
-                                           progress=args.progress, return_logits=True)
-        probs = probs + logits.softmax(-1)
-    if len(args.weights) > 1:
-        metrics = {"test_acc": (probs.argmax(-1) == labels).float().mean().item(),
-                   "test_loss": torch.nn.functional.nll_loss((probs / len(args.weights)).log(), labels).item()}
-    print(f"test_loss {metrics['test_loss']:.4f} test_acc {metrics['test_acc']:.4f}")
-    return metrics
+        logits = predict_logits(model.to(device), data.test_x, data.mean, data.std, args.input_size, device,
+                                args.eval_batch_size, tta=args.tta, amp_dtype=amp_dtype)
+        probs.append(logits.softmax(-1))
+    probs = ensemble(probs)
+    report = classification_report(probs, data.test_y, _class_names(args, data))
+    report["test_loss"] = criterion(probs.clamp(min=1e-12).log(), data.test_y).item()
+    print(f"test_loss {report['test_loss']:.4f} test_acc {report['accuracy']:.4f} top5 {report['top5']:.4f} "
+          f"macro_f1 {report['macro_f1']:.4f}")
+    width = max(len(c) for c in report["classes"])
+    for name, acc in report["per_class_accuracy"].items():
+        print(f"  {name:<{width}}  {'-' if acc is None else f'{acc:.4f}'}")
+    if args.output_dir_given:
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_json(report, os.path.join(args.output_dir, "eval_report.json"))
+        plot_confusion(report["confusion"], report["classes"], os.path.join(args.output_dir, "confusion.png"))
+    return report
+
+
+def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, comet):
+    """The test set, once, with the final weights: report.json, confusion.png, curves.png."""
+    logits = predict_logits(model, data.test_x, data.mean, data.std, args.input_size, device,
+                            args.eval_batch_size, tta=args.tta, amp_dtype=amp_dtype)
+    report = classification_report(logits, data.test_y, _class_names(args, data))
+    report["test_loss"] = criterion(logits, data.test_y).item()
+    write_json(report, os.path.join(out_dir, "report.json"))
+    for name, path in [("confusion_matrix", plot_confusion(report["confusion"], report["classes"],
+                                                           os.path.join(out_dir, "confusion.png"))),
+                       ("curves", plot_run(out_dir))]:
+        comet.log_image(path, name)
+    comet.log_metrics({"final_test_acc": report["accuracy"], "final_test_loss": report["test_loss"],
+                       "final_macro_f1": report["macro_f1"]}, epoch=args.max_epochs)
+    return report
 
 
 def _summary(row):
+    split = "val" if "val_acc" in row else "test"
     return (f"epoch {row['epoch']:>3} | train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-            f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f} | lr {row['lr']:.2e} | "
+            f"{split} loss {row[split + '_loss']:.4f} acc {row[split + '_acc']:.4f} | lr {row['lr']:.2e} | "
             f"{row['epoch_seconds']:.1f}s {row['train_images_per_second']:.0f} img/s")
 
 
@@ -346,7 +422,10 @@ def wrap_model(model, args, device, world_size=1):
 
 
 def main(args):
+    args.output_dir_given = args.output_dir is not None
     resolve_args(args)
+    if args.folds or args.seeds:
+        return protocol.run(args, main)
     rank, world_size, device = init_distributed(args)
     args.device_type = device.type
     is_main = rank == 0
@@ -359,7 +438,7 @@ def main(args):
         args.num_classes = len(data.classes)
     max_label = int(max(data.train_y.max(), data.test_y.max()))
     _check(args.num_classes > max_label, f"--num-classes {args.num_classes} is too small: the labels go up to {max_label}")
-    model = build_model(args.model_name, args.num_classes, args.image_size, data.in_chans, **model_options(args))
+    model = make_model(args, data.in_chans)
     criterion = CRITERIONS.build(args.criterion, args.num_classes, args.label_smoothing, args.smoothing)
     if args.eval_only:
         return run_eval_only(args, model, data, device, criterion)
@@ -427,7 +506,9 @@ def main(args):
         test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype,
                         max_steps=max_steps, progress=args.progress and is_main)
         if hasattr(scheduler, "epoch_end"):
-            scheduler.epoch_end(test)
+            scheduler.epoch_end({"test_loss": test.get("test_loss", test.get("val_loss"))})
+        if data.val_y is not None:  # per-epoch numbers come from the held-out part of the training split
+            test = {k.replace("test_", "val_"): v for k, v in test.items()}
         row = {"epoch": epoch + 1, **train, **test, "epoch_seconds": time.perf_counter() - start}
         history.append(row)
         if is_main:
@@ -446,9 +527,10 @@ def main(args):
         final = ema.module if ema is not None else model
         atomic_save(final.state_dict(), weights)
         comet.log_asset(weights, f"{args.experiment_name}.pth")
+        report = final_evaluation(args, final, data, device, run.amp_dtype, criterion, out_dir, comet)
         comet.end()
-        if history:
-            print(f"final test acc {history[-1]['test_acc']:.4f}; weights in {weights}", flush=True)
+        print(f"final test acc {report['accuracy']:.4f} (top-5 {report['top5']:.4f}, macro-F1 {report['macro_f1']:.4f}"
+              f"{', flip TTA' if args.tta else ''}); weights in {weights}", flush=True)
     if world_size > 1:
         dist.destroy_process_group()
     return history
