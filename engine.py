@@ -17,7 +17,8 @@ from criterions import mixed_correct, mixed_loss
 
 class NonFiniteLoss(Exception):
     def __init__(self, epoch, step):
-        super().__init__(f"non-finite loss at epoch {epoch}, step {step}; the last good checkpoint is kept "
+        kept = "the last good checkpoint is kept" if epoch > 1 else "no checkpoint was written yet"
+        super().__init__(f"non-finite loss at epoch {epoch}, step {step}; {kept} "
                          f"(lower --lr, add --grad-clip, or pass --skip-nonfinite to skip such steps)")
 
 
@@ -103,7 +104,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
         if (step + 1) % log_interval == 0 or step + 1 == n_steps:
             if int(first_bad) >= 0 and scaler is None:
                 bar.close()
-                raise NonFiniteLoss(epoch, int(first_bad))
+                raise NonFiniteLoss(epoch + 1, int(first_bad) + 1)  # counted from 1, as the logs count
             if progress:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}",
                                 lr=f"{optimizer.param_groups[0]['lr']:.2e}")

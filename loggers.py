@@ -34,13 +34,21 @@ class CSVLogger:
         new = self.fields is None or not os.path.exists(self.path) or os.path.getsize(self.path) == 0
         if self.fields is None:
             self.fields = list(row)
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        try:
+            with open(self.path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # disk full mid-row: cut the torn row off, keep the whole ones
+            try:
+                os.truncate(self.path, size)
+            except OSError:
+                pass
+            raise
 
 
 def _warn(message):

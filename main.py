@@ -84,7 +84,7 @@ def get_args_parser():
                         "(online); the head is replaced and images are resized to the backbone's input size")
     g.add_argument("--vit-maths", default="standard", choices=vit.MATHS,
                    help="original: ViT-CIFAR's attention scale sqrt(hidden) and GELU after the MLP (README)")
-    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout inside the model (ViT: after attention and MLP layers; CNNs: before the head)")
     g.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate, where the model has it")
     g.add_argument("--shakedrop", type=float, default=0.5, help="PyramidNet: final ShakeDrop probability")
     g.add_argument("--zero-init-residual", action="store_true", help="ResNets: zero the last BN of each block")
@@ -92,46 +92,46 @@ def get_args_parser():
 
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", default="adam", help="sgd, adam, adamw, rmsprop, adan, madgrad")
-    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     g.add_argument("--min-lr", type=float, default=1e-5, help="cosine's final learning rate")
-    g.add_argument("--beta1", type=float, default=0.9)
-    g.add_argument("--beta2", type=float, default=0.999)
+    g.add_argument("--beta1", type=float, default=0.9, help="Adam/AdamW beta1")
+    g.add_argument("--beta2", type=float, default=0.999, help="Adam/AdamW beta2")
     g.add_argument("--momentum", type=float, default=0.9, help="sgd, rmsprop, madgrad")
-    g.add_argument("--nesterov", action="store_true")
-    g.add_argument("--weight-decay", type=float, default=5e-5)
+    g.add_argument("--nesterov", action="store_true", help="sgd: Nesterov momentum")
+    g.add_argument("--weight-decay", type=float, default=5e-5, help="L2 penalty (adam), decoupled decay (adamw)")
     g.add_argument("--wd-exclude-norm-bias", action="store_true",
                    help="no weight decay on biases, norm weights and position embeddings")
     g.add_argument("--sam", action="store_true", help="wrap the optimizer in SAM")
     g.add_argument("--adaptive-sam", action="store_true", help="wrap the optimizer in adaptive SAM (ASAM)")
-    g.add_argument("--sam-rho", type=float, default=0.05)
+    g.add_argument("--sam-rho", type=float, default=0.05, help="SAM neighbourhood radius")
     g.add_argument("--scheduler", default="cosine", help="cosine, step, multistep, plateau, constant")
-    g.add_argument("--warmup-epoch", type=int, default=5)
+    g.add_argument("--warmup-epoch", type=int, default=5, help="epochs of linear warm-up (per step)")
     g.add_argument("--step-size", type=int, default=30, help="step: epochs between decays")
     g.add_argument("--milestones", type=int, nargs="+", default=[100, 150], help="multistep: decay epochs")
     g.add_argument("--gamma", type=float, default=0.1, help="step/multistep/plateau decay factor")
     g.add_argument("--patience", type=int, default=10, help="plateau: epochs without improvement")
     g.add_argument("--batch-size", type=int, default=128, help="per device")
-    g.add_argument("--eval-batch-size", type=int, default=1024)
-    g.add_argument("--max-epochs", type=int, default=200)
+    g.add_argument("--eval-batch-size", type=int, default=1024, help="evaluation batch")
+    g.add_argument("--max-epochs", type=int, default=200, help="training epochs")
     g.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
     g.add_argument("--ema-decay", type=float, default=0.0, help="EMA of weights, evaluated instead (0: off)")
     g.add_argument("--criterion", default="ce", help="ce (original label smoothing) or torch_ls")
-    g.add_argument("--label-smoothing", action="store_true")
-    g.add_argument("--smoothing", type=float, default=0.1)
+    g.add_argument("--label-smoothing", action="store_true", help="smoothed targets (see --criterion)")
+    g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing amount")
 
     g = p.add_argument_group("augmentation")
     g.add_argument("--autoaugment", action="store_true", help="AutoAugment (CIFAR10 policy; SVHN policy on svhn)")
     g.add_argument("--randaugment", action="store_true", help="RandAugment with --ra-n ops at --ra-m")
-    g.add_argument("--ra-n", type=int, default=2)
-    g.add_argument("--ra-m", type=int, default=9)
+    g.add_argument("--ra-n", type=int, default=2, help="RandAugment: operations per image")
+    g.add_argument("--ra-m", type=int, default=9, help="RandAugment: magnitude, 0-30")
     g.add_argument("--trivialaugment", action="store_true", help="TrivialAugmentWide")
     g.add_argument("--crop-padding", type=int, default=4, help="random crop padding (0: no crop)")
     g.add_argument("--no-hflip", dest="hflip", action="store_false", default=None,
                    help="no horizontal flip (never flipped on svhn)")
-    g.add_argument("--cutmix", action="store_true")
-    g.add_argument("--cutmix-beta", type=float, default=1.0)
-    g.add_argument("--mixup", action="store_true")
-    g.add_argument("--mixup-alpha", type=float, default=1.0)
+    g.add_argument("--cutmix", action="store_true", help="CutMix, batch level, as the original")
+    g.add_argument("--cutmix-beta", type=float, default=1.0, help="CutMix: lam ~ Beta(b, b)")
+    g.add_argument("--mixup", action="store_true", help="Mixup, batch level, as the original")
+    g.add_argument("--mixup-alpha", type=float, default=1.0, help="Mixup: lam ~ Beta(a, a)")
     g.add_argument("--mix-prob", type=float, default=None,
                    help="probability a batch is mixed (default: 0.8 for mixup alone, as the original; else 1)")
     g.add_argument("--rcpaste", action="store_true", help="RandomCropPaste")
@@ -139,8 +139,8 @@ def get_args_parser():
     g.add_argument("--random-erasing", type=float, default=0.0, help="random erasing probability (0: off)")
 
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    g.add_argument("--seed", type=int, default=42, help="seeds every random draw (data order, augmentation, init)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, else MPS, else CPU")
     g.add_argument("--precision", default="16", choices=["16", "32", "bf16", "fp16"],
                    help="16: bf16 autocast on CUDA where supported, else fp16 with a scaler; fp32 on the CPU")
     g.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile (auto: on CUDA)")
@@ -194,6 +194,12 @@ def resolve_args(args):
         value = getattr(args, name)
         _check(0 <= value < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
     _check(0 <= args.beta1 < 1 and 0 <= args.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
+    _check(args.momentum >= 0, f"--momentum must not be negative, got {args.momentum}")
+    _check(not (args.nesterov and args.momentum == 0), "--nesterov needs a positive --momentum")
+    for name in ("step_size", "gamma", "mixup_alpha", "cutmix_beta", "sam_rho"):
+        _check(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    _check(args.patience >= 0 and args.ra_n >= 0, "--patience and --ra-n must not be negative")
+    _check(0 <= args.ra_m <= 30, f"--ra-m must be in [0, 30], got {args.ra_m}")
     policies = [n for n in ("autoaugment", "randaugment", "trivialaugment") if getattr(args, n)]
     _check(len(policies) <= 1, f"choose one augmentation policy, not {' and '.join('--' + n for n in policies)}")
     args.policy = policies[0] if policies else "none"
@@ -235,6 +241,7 @@ def resolve_args(args):
                     if getattr(args, f) is not None] + (["off_cls_token"] if args.off_cls_token else [])
         _check(not vit_only, f"{', '.join('--' + f.replace('_', '-') for f in vit_only)} set the size of the ViT "
                              f"presets ({', '.join(vit.PRESETS)}), not of {args.model_name}")
+    args.input_size = args.image_size  # make_model changes it for a pretrained backbone
     args.experiment_name = args.experiment_name or experiment_name(args)
     if args.output_dir is None:
         resumed_from_file = args.resume not in (None, "auto")
@@ -439,6 +446,8 @@ def main(args):
     max_label = int(max(data.train_y.max(), data.test_y.max()))
     _check(args.num_classes > max_label, f"--num-classes {args.num_classes} is too small: the labels go up to {max_label}")
     model = make_model(args, data.in_chans)
+    _check(not args.label_smoothing or args.num_classes >= 2,
+           f"--label-smoothing needs at least 2 classes; the data has {args.num_classes}")
     criterion = CRITERIONS.build(args.criterion, args.num_classes, args.label_smoothing, args.smoothing)
     if args.eval_only:
         return run_eval_only(args, model, data, device, criterion)
@@ -454,6 +463,10 @@ def main(args):
     elif is_main and not args.dry_run and os.path.exists(ckpt_path):
         raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or choose another --output-dir")
     os.makedirs(out_dir, exist_ok=True)
+    if is_main:  # half-written files of a run killed mid-write (utils.atomic_save's temp names)
+        for name in os.listdir(out_dir):
+            if name.startswith(".tmp-"):
+                os.unlink(os.path.join(out_dir, name))
 
     run = build_training(args, data, model, device, rank, world_size)
     model, optimizer, scheduler, scaler, ema = run.model, run.optimizer, run.scheduler, run.scaler, run.ema

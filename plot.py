@@ -9,6 +9,7 @@ names each run by its folder.
 import argparse
 import os
 import sys
+import warnings
 
 import matplotlib
 
@@ -21,6 +22,8 @@ import pandas as pd  # noqa: E402
 from utils import UserError  # noqa: E402
 
 CURVES = "curves.png"
+# Class names in scripts the default font lacks (CJK, emoji) draw as boxes; one warning per glyph is noise.
+warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
 
 
 def read_metrics(path):

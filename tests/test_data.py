@@ -173,7 +173,7 @@ def test_image_size_resizes_on_both_paths(tmp_path):
         args = args_for("--dataset", "folder", "--data-dir", root, "--image-size", "32", "--input-path", path,
                         "--workers", "0", "--batch-size", "4")
         data = load_data(args)
-        args.image_size = 48  # stored at 32, trained at 48 (e.g. for a backbone that wants larger images)
+        args.input_size = 48  # stored at 32, the model takes 48 (e.g. a backbone trained at another size)
         train, test = build_loaders(args, data, torch.device("cpu"))
         train.set_epoch(0)
         assert next(iter(train))[0].shape == (4, 3, 48, 48)
