@@ -200,3 +200,14 @@ def test_compiled_step_matches_eager(tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-4), k
     assert abs(eager[-1]["train_loss"] - compiled[-1]["train_loss"]) < 1e-4
+
+
+@pytest.mark.parametrize("name", __import__("models").model_names())
+def test_every_registered_model_builds_from_the_command_line_flags(name):
+    """main.py's flag -> option wiring reaches every registry entry (the zoo files test the maths)."""
+    args = cli.get_args_parser().parse_args(["--model-name", name, "--dropout", "0.1", "--drop-path", "0.1"])
+    cli.resolve_args(args)
+    args.num_classes = 10
+    model = cli.make_model(args, in_chans=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
