@@ -13,7 +13,6 @@ so at s=0.1, C=10 the true class gets 0.9 here and 0.91 in torch. `--criterion c
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from utils import Registry
 

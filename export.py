@@ -18,14 +18,16 @@ import warnings
 import torch
 
 from evaluation import load_run
-from utils import UserError
+from utils import UserError, run_command
 
 TOLERANCE = 1e-4
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """The model could not be exported, or the export computes something else (exit status 1)."""
+
+    code = 1
 
 
 def metadata(config):
@@ -134,16 +136,7 @@ def main(args):
 
 
 def cli(argv=None):
-    args = get_args_parser().parse_args(argv)
-    try:
-        main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ loop of `train_one_epoch` / `evaluate` (engine.py), writing a full checkpoint at
 after every epoch. See README for every flag.
 """
 import argparse
-import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -32,7 +30,7 @@ from loggers import CSVLogger, NullLogger, build_comet
 from models import MODELS, build_model
 from pretrained import build_pretrained
 from optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
-from utils import (UserError, atomic_save, count_parameters, load_checkpoint, pick_device, rng_state,
+from utils import (UserError, atomic_save, run_command, count_parameters, load_checkpoint, pick_device, rng_state,
                    seed_everything, set_rng_state, write_json)
 
 CHECKPOINT = "checkpoint.pt"
@@ -385,7 +383,7 @@ def _resume_state(args, path):
     differs = sorted(k for k, v in vars(args).items()
                      if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v)
     if differs:
-        raise UserError(f"--resume: these flags differ from the checkpoint's run: "
+        raise UserError("--resume: these flags differ from the checkpoint's run: "
                         + ", ".join(f"--{k.replace('_', '-')} ({saved[k]} there, {getattr(args, k)} here)" for k in differs))
     return ckpt
 
@@ -550,20 +548,10 @@ def main(args):
 
 
 def cli(argv=None):
-    args = get_args_parser().parse_args(argv)
-    try:
-        main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last finished epoch's checkpoint is kept (continue with --resume)", file=sys.stderr)
-        return 130
-    except OSError as e:  # disk full, permissions: the atomic writes left the previous files intact
-        print(f"error: {e.strerror or e} ({e.filename or 'file system'}); earlier checkpoints and logs are intact",
-              file=sys.stderr)
-        return 1
-    return 0
+    # The atomic writes leave the previous checkpoint and logs whole whatever stops the run.
+    return run_command(main, get_args_parser().parse_args(argv),
+                       interrupted="interrupted; the last finished epoch's checkpoint is kept (continue with --resume)",
+                       disk_note="; earlier checkpoints and logs are intact")
 
 
 if __name__ == "__main__":

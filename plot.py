@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from utils import UserError  # noqa: E402
+from utils import UserError, run_command  # noqa: E402
 
 CURVES = "curves.png"
 # Class names in scripts the default font lacks (CJK, emoji) draw as boxes; one warning per glyph is noise.
@@ -137,13 +137,7 @@ def main(args):
 
 
 def cli(argv=None):
-    args = get_args_parser().parse_args(argv)
-    try:
-        main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from evaluation import load_run, predict_logits
-from utils import UserError, atomic_write_text, pick_device
+from utils import UserError, atomic_write_text, pick_device, run_command
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm")
 
@@ -116,13 +116,7 @@ def main(args):
 
 
 def cli(argv=None):
-    args = get_args_parser().parse_args(argv)
-    try:
-        main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import io
 import os
 import sys
 
-from utils import UserError, write_json
+from utils import UserError, run_command, write_json
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 METRICS = {"acc": "maximize", "top5": "maximize", "loss": "minimize"}
@@ -213,16 +213,8 @@ def main(args):
 
 def cli(argv=None):
     args = parse_args(argv)
-    try:
-        main(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; finished trials are stored in {args.storage} (the same command continues the study)",
-              file=sys.stderr)
-        return 130
-    return 0
+    return run_command(main, args, interrupted=f"interrupted; finished trials are stored in {args.storage} "
+                                               "(the same command continues the study)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ moment leaves either the previous file or the new one on disk, never half of one
 import json
 import os
 import random
+import sys
 import tempfile
 
 import numpy as np
@@ -14,7 +15,28 @@ import torch
 
 
 class UserError(Exception):
-    """Bad input from the user. main.py prints it as one line and exits non-zero."""
+    """Bad input from the user: printed as one line, the command exits with `code`."""
+
+    code = 2
+
+
+def run_command(main, args, interrupted=None, disk_note=""):
+    """main(args) as a command's exit status: a UserError or OSError (disk full, permissions)
+    becomes one line on stderr instead of a traceback; Ctrl-C prints `interrupted`."""
+    try:
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except OSError as e:
+        print(f"error: {e.strerror or e} ({e.filename or 'file system'}){disk_note}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(interrupted, file=sys.stderr)
+        return 130
+    return 0
 
 
 class Registry:

@@ -35,6 +35,16 @@ def make_image_folder(root, n_train=40, n_test=12, classes=4, size=32, mode="RGB
 
 
 @pytest.fixture
+def one_thread():
+    """In-process runs on one thread: much faster on a small shared CPU, same code paths."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def image_folder(tmp_path):
     return make_image_folder(str(tmp_path / "data"))
 

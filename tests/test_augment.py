@@ -1,5 +1,4 @@
 """augment.py: the batched ops against their definitions; shape and dtype kept everywhere."""
-import math
 
 import pytest
 import torch

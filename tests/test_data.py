@@ -11,7 +11,7 @@ from PIL import Image
 
 import main as cli
 from conftest import make_image_folder
-from data import DeviceSource, WorkerSource, build_loaders, load_data, load_folder
+from data import DeviceSource, build_loaders, load_data, load_folder
 from utils import UserError
 
 

@@ -33,13 +33,7 @@ from conftest import ROOT, TINY, make_image_folder
 EPOCHS = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs on one thread: much faster on a small shared CPU, same code paths."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- helpers

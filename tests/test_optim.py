@@ -1,12 +1,10 @@
 """optim.py: learning rates at chosen steps, every optimizer and schedule steps, SAM."""
-import argparse
-import math
 
 import pytest
 import torch
 
 import main as cli
-from optim import OPTIMIZERS, SCHEDULERS, SAM, build_optimizer, build_scheduler, param_groups, warmup_cosine
+from optim import SAM, build_optimizer, build_scheduler, param_groups, warmup_cosine
 
 
 def make_args(**overrides):

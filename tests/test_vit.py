@@ -1,5 +1,4 @@
 """vit.py: sizes, the parameter count, and the attention maths against written-out references."""
-import math
 
 import pytest
 import torch
