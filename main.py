@@ -407,8 +407,9 @@ def build_training(args, data, model, device, rank=0, world_size=1):
     amp_dtype, scaler = amp_setup(args, device)
     ema = None
     if args.ema_decay > 0:
+        # use_buffers: batch-norm statistics are averaged too; the initial copy's would be stale.
         ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema_decay))
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, optimizer=optimizer,
                            scheduler=build_scheduler(optimizer, args, steps_per_epoch), amp_dtype=amp_dtype,
                            scaler=scaler, ema=ema, mixer=build_mixer(args))

@@ -211,3 +211,18 @@ def test_every_registered_model_builds_from_the_command_line_flags(name):
     model = cli.make_model(args, in_chans=3).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_ema_of_a_batchnorm_model_tracks_its_statistics(tmp_path):
+    """--ema-decay evaluates and saves the averaged weights, batch-norm statistics included."""
+    data = make_image_folder(str(tmp_path / "data"), n_train=16, n_test=4)
+    out = tmp_path / "run"
+    train("--dataset", "folder", "--data-dir", data, "--output-dir", out, "--model-name", "cnn", "--max-epochs", 2,
+          "--warmup-epoch", 0, "--batch-size", 16, "--workers", 0, "--no-progress", "--ema-decay", "0.5")
+    saved = torch.load(out / "model.pth")
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    raw = ckpt["model"]
+    bn = next(k for k in saved if k.endswith("running_mean"))
+    # Fresh batch norm starts at mean 0; the average must have moved with the trained model's.
+    assert saved[bn].abs().sum() > 0 and raw[bn].abs().sum() > 0
+    assert not torch.equal(saved[bn], raw[bn])  # the average, not a copy of the last weights
