@@ -199,7 +199,11 @@ class Zygote:
 
     def kill(self, run):
         """SIGKILL; the exit status (0 if the run had just finished by itself)."""
-        os.kill(run.pid, signal.SIGKILL)  # the pid is not reused before poll reaps it
+        if run.exit is None:  # once poll has reaped it, the pid may belong to someone else
+            try:
+                os.kill(run.pid, signal.SIGKILL)  # not reused before poll reaps it
+            except ProcessLookupError:  # a race with the run's own end
+                pass
         return self.wait(run)
 
     def close(self):
