@@ -10,6 +10,7 @@ after every epoch. See README for every flag.
 """
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -543,6 +544,8 @@ def main(args):
         comet.end()
         print(f"final test acc {report['accuracy']:.4f} (top-5 {report['top5']:.4f}, macro-F1 {report['macro_f1']:.4f}"
               f"{', flip TTA' if args.tta else ''}); weights in {weights}", flush=True)
+    if args.dry_run:
+        shutil.rmtree(out_dir, ignore_errors=True)
     if world_size > 1:
         dist.destroy_process_group()
     return history

@@ -161,9 +161,13 @@ def test_unreadable_checkpoint_is_one_line(tmp_path):
 def test_dry_run_writes_nothing(tmp_path):
     data = make_image_folder(str(tmp_path / "data"), n_train=40, n_test=40)
     out = tmp_path / "run"
+    import glob
+    import tempfile
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "vit-cifar-dry-*")))
     code, stdout, err = run_cli("--dataset", "folder", "--data-dir", data, "--output-dir", out, *TINY, "--dry-run")
     assert code == 0, err
     assert not out.exists()
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "vit-cifar-dry-*"))) == before  # scratch removed
 
 
 def test_pretrained_backbone_trains_at_its_own_input_size(tmp_path):
