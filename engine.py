@@ -137,7 +137,8 @@ def evaluate(model, loader, criterion, device, *, amp_dtype=None, max_steps=None
     all_logits, all_labels = [], []
     start = time.perf_counter()
     n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
-    for step, (x, y) in enumerate(tqdm(loader, total=n_steps, desc="eval", disable=not progress, leave=False)):
+    bar = tqdm(total=n_steps, desc="eval", disable=not progress, leave=False, dynamic_ncols=True)
+    for step, (x, y) in enumerate(loader):
         if step >= n_steps:
             break
         with autocast(device, amp_dtype):
@@ -148,9 +149,13 @@ def evaluate(model, loader, criterion, device, *, amp_dtype=None, max_steps=None
         k = min(5, logits.shape[-1])
         correct5 += (logits.topk(k, dim=-1).indices == y[:, None]).any(dim=-1).sum()
         seen += y.shape[0]
+        bar.update()
+        if progress:  # a few large batches: reading the running numbers each time costs little
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}")
         if return_logits:
             all_logits.append(logits.cpu())
             all_labels.append(y.cpu())
+    bar.close()
     seconds = time.perf_counter() - start
     loss_sum, correct, correct5, seen = _sum_over_ranks(loss_sum, correct, correct5, seen)
     seen = max(seen, 1)
