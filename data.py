@@ -189,16 +189,13 @@ def stratified_folds(labels, k, seed):
 
 
 def stratified_holdout(labels, n, seed):
-    """(kept, held out) indices: n images held out, in proportion to the class sizes."""
+    """Indices of n images to hold out, in proportion to the class sizes."""
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=g)
     # Sorting a random order by class and taking every (N/n)-th image stratifies the draw.
     by_class = order[torch.sort(labels[order], stable=True).indices]
     picks = torch.linspace(0, len(labels) - 1, n).round().long().unique()
-    held = by_class[picks]
-    mask = torch.ones(len(labels), dtype=torch.bool)
-    mask[held] = False
-    return mask.nonzero().squeeze(1), held.sort().values
+    return by_class[picks].sort().values
 
 
 def _hold_out(data, held):
@@ -221,7 +218,7 @@ def load_data(args):
     if args.val_split:
         if args.val_split >= len(data.train_y):
             raise UserError(f"--val-split {args.val_split} leaves no training images (the split has {len(data.train_y)})")
-        _hold_out(data, stratified_holdout(data.train_y, args.val_split, args.seed)[1])
+        _hold_out(data, stratified_holdout(data.train_y, args.val_split, args.seed))
     elif args.fold is not None:
         k, i = args.fold
         if k > len(data.train_y):

@@ -31,15 +31,16 @@ from loggers import CSVLogger, NullLogger, build_comet
 from models import MODELS, build_model
 from pretrained import build_pretrained
 from optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
-from utils import (UserError, atomic_save, run_command, count_parameters, load_checkpoint, pick_device, rng_state,
+from utils import (TEMP_PREFIX, UserError, atomic_save, run_command, count_parameters, load_checkpoint, pick_device, rng_state,
                    seed_everything, set_rng_state, write_json)
 
 CHECKPOINT = "checkpoint.pt"
 # Called as fn(epoch, row) after every epoch of main() (sweep.py reports to Optuna through it).
 EPOCH_CALLBACKS = []
 # Flags that may change between a run and its --resume without changing what it computes.
-RESUMABLE_CHANGES = {"input_size", "resume", "output_dir_given", "tta", "device", "workers", "api_key", "comet_offline", "progress", "log_interval",
-                     "eval_batch_size", "output_dir", "compile", "project_name", "data_dir", "off_benchmark"}
+RESUMABLE_CHANGES = {"resume", "device", "workers", "api_key", "comet_offline", "progress", "log_interval",
+                     "eval_batch_size", "output_dir", "output_dir_given", "compile", "project_name", "data_dir",
+                     "off_benchmark", "input_size", "tta"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -463,9 +464,9 @@ def main(args):
     elif is_main and not args.dry_run and os.path.exists(ckpt_path):
         raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or choose another --output-dir")
     os.makedirs(out_dir, exist_ok=True)
-    if is_main:  # half-written files of a run killed mid-write (utils.atomic_save's temp names)
+    if is_main:  # half-written files of a run killed mid-write
         for name in os.listdir(out_dir):
-            if name.startswith(".tmp-"):
+            if name.startswith(TEMP_PREFIX):
                 os.unlink(os.path.join(out_dir, name))
 
     run = build_training(args, data, model, device, rank, world_size)
@@ -519,7 +520,7 @@ def main(args):
         test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype,
                         max_steps=max_steps, progress=args.progress and is_main)
         if hasattr(scheduler, "epoch_end"):
-            scheduler.epoch_end({"test_loss": test.get("test_loss", test.get("val_loss"))})
+            scheduler.epoch_end(test)
         if data.val_y is not None:  # per-epoch numbers come from the held-out part of the training split
             test = {k.replace("test_", "val_"): v for k, v in test.items()}
         row = {"epoch": epoch + 1, **train, **test, "epoch_seconds": time.perf_counter() - start}

@@ -113,6 +113,9 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
+TEMP_PREFIX = ".tmp-"  # what a write killed half way leaves behind; main.py removes such files
+
+
 def _atomic_write(path, write):
     """Write to a temp file in the same folder, fsync, then rename over `path`.
 
@@ -120,7 +123,7 @@ def _atomic_write(path, write):
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.basename(path))
     try:
         umask = os.umask(0)
         os.umask(umask)
