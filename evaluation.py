@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from data import Normalize
+from loaders import Normalize
 from engine import autocast
 from utils import UserError, write_json
 

@@ -22,7 +22,8 @@ import torch.distributed as dist
 import vit
 from augment import build_mixer
 from criterions import CRITERIONS
-from data import DATASETS, load_data, build_loaders, epoch_seed
+from data import DATASETS, load_data, epoch_seed
+from loaders import build_loaders
 import protocol
 from engine import NonFiniteLoss, evaluate, train_one_epoch
 from evaluation import classification_report, ensemble, predict_logits

@@ -11,7 +11,8 @@ from PIL import Image
 
 import main as cli
 from conftest import make_image_folder
-from data import DeviceSource, build_loaders, load_data, load_folder
+from data import load_data, load_folder
+from loaders import DeviceSource, build_loaders
 from utils import UserError
 
 

@@ -95,7 +95,8 @@ def test_load_run_errors_are_user_errors(trained, tmp_path):
 # ---------------------------------------------------------------- predict.py
 
 def test_predict_writes_csv_matching_evaluate(trained, tmp_path, capsys):
-    from data import EvalLoader, Normalize, load_folder
+    from data import load_folder
+    from loaders import EvalLoader, Normalize
     from engine import evaluate
 
     run, data_dir = trained
