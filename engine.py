@@ -2,9 +2,12 @@
 dict of metrics.
 
 The step never waits for the device: loss sums and correct counts accumulate in device
-tensors and are read only at progress-bar refreshes and at the end of the epoch.
+tensors and are read only at progress-bar refreshes and at the end of the epoch. Clocks are
+read only after a device synchronisation, so the img/s figures are the device's, not the
+rate at which the host queued work.
 """
 import contextlib
+import copy
 import math
 import time
 
@@ -40,13 +43,105 @@ def _backward(loss, scaler):
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class EMA(torch.nn.Module):
+    """Exponential moving average of a model's weights and buffers (batch-norm statistics too),
+    updated without reading anything back to the host.
+
+    The same average as torch.optim.swa_utils.AveragedModel(get_ema_multi_avg_fn(decay),
+    use_buffers=True): the first update copies the model, later ones move decay of the way
+    towards it. AveragedModel branches on `n_averaged == 0` in Python, a host read per step;
+    here that choice is a weight tensor (1 on the first update), so the step never waits.
+    State dicts are interchangeable with AveragedModel's ("module.*" and "n_averaged").
+    """
+
+    def __init__(self, model, decay):
+        super().__init__()
+        self.module = copy.deepcopy(model)
+        self.decay = decay
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long, device=next(model.parameters()).device))
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    @torch.no_grad()
+    def update_parameters(self, model):
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]))
+        floats = [(a, b.detach()) for a, b in pairs if a.is_floating_point()]
+        first = self.n_averaged == 0
+        if floats:
+            ema, cur = map(list, zip(*floats))
+            weight = torch.where(first, 1.0, 1.0 - self.decay).to(ema[0].dtype)
+            delta = torch._foreach_sub(cur, ema)
+            torch._foreach_mul_(delta, weight)
+            torch._foreach_add_(ema, delta)
+        for a, b in pairs:  # integer buffers (num_batches_tracked), as AveragedModel averages them
+            if not a.is_floating_point():
+                a.copy_(torch.where(first, b, (a * self.decay + b * (1 - self.decay)).to(a.dtype)))
+        self.n_averaged += 1
+
+
+def train_step(model, x, y, criterion, optimizer, scheduler, device, *, amp_dtype=None, scaler=None, mixer=None,
+               grad_clip=0.0, ema=None, skip_nonfinite=False):
+    """One optimizer step on a batch: mix, forward, loss, backward, clip, step, schedule, EMA.
+
+    Returns (loss, number of correct predictions, loss is finite) as device tensors; nothing
+    here reads a device value on the host, except with skip_nonfinite (which returns None for
+    a skipped step: the loss decides whether to step, a host read per step). A SAM optimizer
+    (optim.SAM) gets a closure that recomputes the loss at the perturbed weights; with
+    grad_clip, the gradient clipped is that second one, which the base optimizer steps with.
+    """
+    y_b, lam = None, 1.0
+    if mixer is not None:  # y_b and lam are device tensors (lam 1 for a batch left unmixed)
+        x, y, y_b, lam = mixer(x, y)
+    with autocast(device, amp_dtype):
+        logits = model(x)
+        loss = mixed_loss(criterion, logits, y, y_b, lam)
+    if skip_nonfinite and not torch.isfinite(loss.detach()):
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        return None
+    _backward(loss, scaler)
+
+    def second_pass():
+        with autocast(device, amp_dtype):
+            second = mixed_loss(criterion, model(x), y, y_b, lam)
+        _backward(second, scaler)
+        if grad_clip > 0:  # the base optimizer steps with this gradient: clip it, not the first
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        return second
+
+    closure = second_pass if getattr(optimizer, "needs_closure", False) else None
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    # SAM normalises the first gradient, so clipping that one would change nothing.
+    if grad_clip > 0 and closure is None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer, closure) if closure is not None else scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step(closure) if closure is not None else optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    if ema is not None:
+        ema.update_parameters(model)
+    loss = loss.detach()
+    return loss, mixed_correct(logits.detach(), y, y_b, lam), torch.isfinite(loss)
+
+
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoch, *, amp_dtype=None,
                     scaler=None, mixer=None, grad_clip=0.0, ema=None, skip_nonfinite=False,
                     max_steps=None, log_interval=50, progress=True):
-    """One pass over `loader`. The scheduler steps once per optimizer step.
-
-    A SAM optimizer (optim.SAM) gets a closure that recomputes the loss at the perturbed weights.
-    """
+    """One pass over `loader`, one train_step per batch. The scheduler steps once per optimizer
+    step. The host reads the device only every `log_interval` steps (the non-finite check and
+    the progress bar) and at the end."""
     model.train()
     loader.set_epoch(epoch)
     n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
@@ -55,49 +150,21 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
     seen = 0
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     skipped = 0
+    synchronize(device)
     start = time.perf_counter()
     bar = tqdm(total=n_steps, desc=f"train {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
+    kwargs = dict(amp_dtype=amp_dtype, scaler=scaler, mixer=mixer, grad_clip=grad_clip, ema=ema)
     for step, (x, y) in enumerate(loader):
         if step >= n_steps:
             break
-        y_b, lam = None, 1.0
-        if mixer is not None:
-            x, y, y_b, lam = mixer(x, y, loader.generator)
-        with autocast(device, amp_dtype):
-            logits = model(x)
-            loss = mixed_loss(criterion, logits, y, y_b, lam)
-        finite = torch.isfinite(loss.detach())
-        if skip_nonfinite and not finite:  # a host sync per step, only when asked for
-            optimizer.zero_grad(set_to_none=True)
+        out = train_step(model, x, y, criterion, optimizer, scheduler, device, skip_nonfinite=skip_nonfinite, **kwargs)
+        if out is None:
             skipped += 1
-            scheduler.step()
             bar.update()
             continue
-        _backward(loss, scaler)
-        if getattr(optimizer, "needs_closure", False):
-            def closure():
-                with autocast(device, amp_dtype):
-                    second = mixed_loss(criterion, model(x), y, y_b, lam)
-                _backward(second, scaler)
-                return second
-        else:
-            closure = None
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer, closure) if closure is not None else scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step(closure) if closure is not None else optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
-
-        loss_sum += loss.detach().float() * y.shape[0]
-        correct += mixed_correct(logits.detach(), y, y_b, lam)
+        loss, n_correct, finite = out
+        loss_sum += loss.float() * y.shape[0]
+        correct += n_correct
         first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
         seen += y.shape[0]
         bar.update()
@@ -109,8 +176,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}",
                                 lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     loss_sum, correct, seen = _sum_over_ranks(loss_sum, correct, seen)
     seen = max(seen, 1)
@@ -125,16 +191,30 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
     }
 
 
+def per_sample_loss(criterion, logits, target):
+    """The criterion's loss of each sample (evaluation sums them, so padded rows can be masked)."""
+    from criterions import LabelSmoothingCrossEntropy
+    if isinstance(criterion, LabelSmoothingCrossEntropy):
+        log_probs = logits.float().log_softmax(dim=-1)
+        off = criterion.smoothing / (criterion.num_classes - 1)
+        true = log_probs.gather(1, target[:, None]).squeeze(1)
+        return -(off * (log_probs.sum(-1) - true) + (1.0 - criterion.smoothing) * true)
+    if isinstance(criterion, torch.nn.CrossEntropyLoss):
+        return torch.nn.functional.cross_entropy(logits.float(), target, reduction="none",
+                                                 label_smoothing=criterion.label_smoothing)
+    return torch.stack([criterion(logits[i:i + 1], target[i:i + 1]) for i in range(len(target))])
+
+
 @torch.no_grad()
-def evaluate(model, loader, criterion, device, *, amp_dtype=None, max_steps=None, progress=True,
-             return_logits=False):
-    """Test loss and accuracy (top-1 and top-5). With return_logits, also the logits and labels."""
+def evaluate(model, loader, criterion, device, *, amp_dtype=None, max_steps=None, progress=True):
+    """Test loss and accuracy (top-1 and top-5).
+
+    Labels below 0 mark padding (the loader pads the last batch to a static shape on the device
+    path); those rows count for nothing. Running sums stay on the device until the end.
+    """
     model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    correct5 = torch.zeros((), device=device)
-    seen = 0
-    all_logits, all_labels = [], []
+    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, correct, top-5 correct, images
+    synchronize(device)
     start = time.perf_counter()
     n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
     bar = tqdm(total=n_steps, desc="eval", disable=not progress, leave=False, dynamic_ncols=True)
@@ -144,22 +224,22 @@ def evaluate(model, loader, criterion, device, *, amp_dtype=None, max_steps=None
         with autocast(device, amp_dtype):
             logits = model(x)
         logits = logits.float()
-        loss_sum += criterion(logits, y).float() * y.shape[0]
-        correct += (logits.argmax(-1) == y).sum()
+        valid = y >= 0
+        y = y.clamp(min=0)
         k = min(5, logits.shape[-1])
-        correct5 += (logits.topk(k, dim=-1).indices == y[:, None]).any(dim=-1).sum()
-        seen += y.shape[0]
+        top5 = (logits.topk(k, dim=-1).indices == y[:, None]).any(dim=-1)
+        sums += torch.stack([(per_sample_loss(criterion, logits, y) * valid).sum(),
+                             ((logits.argmax(-1) == y) & valid).sum(), (top5 & valid).sum(), valid.sum()]).double()
         bar.update()
         if progress:  # a few large batches: reading the running numbers each time costs little
-            bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}")
-        if return_logits:
-            all_logits.append(logits.cpu())
-            all_labels.append(y.cpu())
+            loss, acc, _, seen = sums.tolist()
+            bar.set_postfix(loss=f"{loss / max(seen, 1):.4f}", acc=f"{acc / max(seen, 1):.4f}")
     bar.close()
+    synchronize(device)
     seconds = time.perf_counter() - start
-    loss_sum, correct, correct5, seen = _sum_over_ranks(loss_sum, correct, correct5, seen)
+    loss_sum, correct, correct5, seen = _sum_over_ranks(*sums)
     seen = max(seen, 1)
-    metrics = {
+    return {
         "test_loss": loss_sum / seen,
         "test_acc": correct / seen,
         "test_top5": correct5 / seen,
@@ -167,6 +247,3 @@ def evaluate(model, loader, criterion, device, *, amp_dtype=None, max_steps=None
         "eval_images_per_second": seen / seconds if seconds > 0 else math.nan,
         "test_images": int(seen),
     }
-    if return_logits:
-        return metrics, torch.cat(all_logits), torch.cat(all_labels)
-    return metrics

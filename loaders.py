@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
-from augment import build_extras, build_policy, random_crop, random_hflip
+from augment import random_crop, random_hflip
 from data import epoch_seed
 
 class Normalize:
@@ -34,50 +34,95 @@ class Normalize:
 
 
 class DeviceSource:
-    """Training batches drawn by index from uint8 tensors on the device, augmented there."""
+    """Training batches drawn by index from uint8 tensors on the device, augmented there.
+
+    Every batch has the same shape (static shapes let a compiled step be captured once): the
+    last partial batch of each epoch is dropped, so an epoch of CIFAR-10 at batch 128 trains
+    on 390 x 128 = 49,920 of the 50,000 images, a different 80 left out each epoch (the epoch's
+    `train_images` says so). The permutation and every augmentation draw are made on the
+    device, from its RNG, so no batch waits for a host-to-device copy.
+    """
 
     def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, rank=0, world_size=1):
         self.x, self.y = x.to(device), y.to(device)
-        self.batch_size, self.crop_padding, self.hflip, self.policy = batch_size, crop_padding, hflip, policy
+        self.batch_size, self.crop_padding, self.hflip = batch_size, crop_padding, hflip
+        self.policy = policy.to(device) if policy is not None and hasattr(policy, "to") else policy
         self.rank, self.world_size = rank, world_size
-        self.generator = torch.Generator()
         self.per_rank = len(y) // world_size
+        self.order_generator = None
 
     def set_epoch(self, seed, epoch):
-        self.generator.manual_seed(epoch_seed(seed, epoch, stream=1))
+        # The permutation comes from its own generator so that every rank draws the same one and
+        # takes its own shard; the augmentation draws come from the device's global RNG, which
+        # main.py reseeds from (seed, epoch) before every epoch, and per rank here.
+        if self.x.device.type != "meta":
+            self.order_generator = torch.Generator(device=self.x.device).manual_seed(epoch_seed(seed, epoch, stream=1))
+        if self.world_size > 1:
+            torch.manual_seed(epoch_seed(seed, epoch, stream=100 + self.rank))
 
     def __len__(self):
-        return -(-self.per_rank // self.batch_size)
+        return max(1, self.per_rank // self.batch_size)
+
+    @property
+    def batch_images(self):
+        return min(self.batch_size, self.per_rank)
 
     def __iter__(self):
-        g = self.generator
-        # Every rank draws the same permutation and takes its own interleaved shard of it.
-        order = torch.randperm(len(self.y), generator=g)[self.rank::self.world_size][: self.per_rank]
-        order = order.to(self.x.device)
-        for start in range(0, self.per_rank, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            x = random_crop(self.x[idx], self.crop_padding, g)
+        order = torch.randperm(len(self.y), generator=self.order_generator, device=self.x.device)
+        order = order[self.rank::self.world_size][: self.per_rank]
+        n = self.batch_images
+        for start in range(0, len(self) * n, n):
+            idx = order[start:start + n]
+            x = random_crop(self.x[idx], self.crop_padding)
             if self.hflip:
-                x = random_hflip(x, g)
+                x = random_hflip(x)
             if self.policy is not None:
-                x = self.policy(x, g)
+                x = self.policy(x)
             yield x, self.y[idx]
 
 
 class _UInt8Dataset(torch.utils.data.Dataset):
+    """Indexed by (image index, seed): each image's transforms draw from torch's RNG seeded with
+    its own seed, so what an image gets depends only on (run seed, epoch, position), not on the
+    worker count or on what a persistent worker did in earlier epochs."""
+
     def __init__(self, x, y, transform):
         self.x, self.y, self.transform = x, y, transform
 
     def __len__(self):
         return len(self.y)
 
-    def __getitem__(self, i):
+    def __getitem__(self, item):
+        i, seed = item
+        torch.manual_seed(seed)
         img = Image.fromarray(self.x[i].permute(1, 2, 0).squeeze(-1).numpy())
         return self.transform(img), self.y[i]
 
 
+class _SeededSampler(torch.utils.data.Sampler):
+    """Yields (index, seed) pairs: an epoch's order, sharded per rank, and one seed per image.
+    It runs in the main process, so persistent workers see each epoch's draws."""
+
+    def __init__(self, n, rank, world_size):
+        self.n, self.rank, self.world_size = n, rank, world_size
+        self.per_rank = n // world_size if world_size > 1 else n
+        self.generator = torch.Generator()
+
+    def __len__(self):
+        return self.per_rank
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator)[self.rank::self.world_size][: self.per_rank]
+        seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)[self.rank::self.world_size]
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+
 class WorkerSource:
-    """The original pipeline: PIL transforms in DataLoader workers, uint8 batches to the device."""
+    """The original pipeline: PIL transforms in DataLoader workers, uint8 batches to the device.
+
+    The workers are started once and kept (persistent_workers), not respawned every epoch.
+    Like the original's DataLoader, the last batch of an epoch may be partial.
+    """
 
     def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, workers, rank=0, world_size=1):
         size = x.shape[-1]
@@ -86,28 +131,20 @@ class WorkerSource:
         tf += [policy] if policy is not None else []
         tf += [T.PILToTensor()]
         self.dataset = _UInt8Dataset(x, y, T.Compose(tf))
-        self.device, self.batch_size, self.workers = device, batch_size, workers
-        self.generator = torch.Generator()
-        self.sampler = (torch.utils.data.DistributedSampler(self.dataset, world_size, rank, shuffle=True)
-                        if world_size > 1 else None)
+        self.device, self.batch_size = device, batch_size
+        self.sampler = _SeededSampler(len(y), rank, world_size)
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
+            pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
     def set_epoch(self, seed, epoch):
-        # The sampler's order and every worker's seed derive from this generator.
-        self.generator.manual_seed(epoch_seed(seed, epoch, stream=1))
-        if self.sampler is not None:
-            self.sampler.seed = seed
-            self.sampler.set_epoch(epoch)
+        self.sampler.generator.manual_seed(epoch_seed(seed, epoch, stream=1))
 
     def __len__(self):
-        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
-        return -(-n // self.batch_size)
+        return -(-len(self.sampler) // self.batch_size)
 
     def __iter__(self):
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
-            num_workers=self.workers, generator=self.generator, pin_memory=self.device.type == "cuda",
-            persistent_workers=False)
-        for x, y in loader:
+        for x, y in self.loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
@@ -116,11 +153,9 @@ class TrainLoader:
 
     def __init__(self, source, normalize, extras, seed):
         self.source, self.normalize, self.extras, self.seed = source, normalize, extras, seed
-        self.generator = torch.Generator()
 
     def set_epoch(self, epoch):
         self.source.set_epoch(self.seed, epoch)
-        self.generator.manual_seed(epoch_seed(self.seed, epoch, stream=2))
 
     def __len__(self):
         return len(self.source)
@@ -129,16 +164,24 @@ class TrainLoader:
         for x, y in self.source:
             x = self.normalize(x)
             for extra in self.extras:
-                x = extra(x, self.generator)
+                x = extra(x)
             yield x, y
 
 
 class EvalLoader:
-    """Slices of a uint8 tensor (kept on the device on the device path), normalised."""
+    """Slices of a uint8 tensor (kept on the device on the device path), normalised.
 
-    def __init__(self, x, y, batch_size, normalize, device, on_device, rank=0, world_size=1):
+    With pad=True (the device path) the last batch is padded to the full batch size with
+    label -1, which evaluate() does not count, so a compiled model sees one shape only.
+    """
+
+    def __init__(self, x, y, batch_size, normalize, device, on_device, rank=0, world_size=1, pad=False):
         # Shard for distributed evaluation; the metrics are summed across ranks afterwards.
         x, y = x[rank::world_size], y[rank::world_size]
+        if pad and len(y) % batch_size and len(y) > batch_size:
+            extra = batch_size - len(y) % batch_size
+            x = torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
+            y = torch.cat([y, y.new_full((extra,), -1)])
         self.x, self.y = (x.to(device), y.to(device)) if on_device else (x, y)
         self.batch_size, self.normalize, self.device = batch_size, normalize, device
 
@@ -151,19 +194,21 @@ class EvalLoader:
             yield self.normalize(x), self.y[start:start + self.batch_size].to(self.device, non_blocking=True)
 
 
-def build_loaders(args, data, device, rank=0, world_size=1):
-    """(train loader, per-epoch evaluation loader) for the input path args.input_path."""
-    pil_policy, batch_policy = build_policy(args)
-    normalize = Normalize(data.mean, data.std, args.input_size, device)
-    common = dict(batch_size=args.batch_size, crop_padding=args.crop_padding, hflip=args.hflip,
-                  device=device, rank=rank, world_size=world_size)
-    on_device = args.input_path == "device"
+def build_loaders(data, device, *, input_path, batch_size, eval_batch_size, input_size, crop_padding, hflip,
+                  seed, policies=(None, None), extras=(), workers=0, rank=0, world_size=1):
+    """(train loader, per-epoch evaluation loader). `policies` is (PIL transform for the workers
+    path, batched transform for the device path), as augment.build_policy returns them."""
+    pil_policy, batch_policy = policies
+    normalize = Normalize(data.mean, data.std, input_size, device)
+    common = dict(batch_size=batch_size, crop_padding=crop_padding, hflip=hflip, device=device, rank=rank,
+                  world_size=world_size)
+    on_device = input_path == "device"
     if on_device:
         source = DeviceSource(data.train_x, data.train_y, policy=batch_policy, **common)
     else:
-        source = WorkerSource(data.train_x, data.train_y, policy=pil_policy, workers=args.workers, **common)
-    train = TrainLoader(source, normalize, build_extras(args), args.seed)
+        source = WorkerSource(data.train_x, data.train_y, policy=pil_policy, workers=workers, **common)
+    train = TrainLoader(source, normalize, list(extras), seed)
     # Per-epoch evaluation uses the held-out part of the training split when there is one.
     held_x, held_y = (data.val_x, data.val_y) if data.val_y is not None else (data.test_x, data.test_y)
-    test = EvalLoader(held_x, held_y, args.eval_batch_size, normalize, device, on_device, rank, world_size)
+    test = EvalLoader(held_x, held_y, eval_batch_size, normalize, device, on_device, rank, world_size, pad=on_device)
     return train, test

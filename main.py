@@ -9,6 +9,7 @@ loop of `train_one_epoch` / `evaluate` (engine.py), writing a full checkpoint at
 after every epoch. See README for every flag.
 """
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -20,12 +21,12 @@ import torch
 import torch.distributed as dist
 
 import vit
-from augment import build_mixer
+from augment import build_extras, build_mixer, build_policy
 from criterions import CRITERIONS
 from data import DATASETS, load_data, epoch_seed
 from loaders import build_loaders
 import protocol
-from engine import NonFiniteLoss, evaluate, train_one_epoch
+from engine import EMA, NonFiniteLoss, evaluate, train_one_epoch
 from evaluation import classification_report, ensemble, predict_logits
 from plot import plot_confusion, plot_run
 from loggers import CSVLogger, NullLogger, build_comet
@@ -36,10 +37,8 @@ from utils import (TEMP_PREFIX, UserError, atomic_save, run_command, count_param
                    seed_everything, set_rng_state, write_json)
 
 CHECKPOINT = "checkpoint.pt"
-# Called as fn(epoch, row) after every epoch of main() (sweep.py reports to Optuna through it).
-EPOCH_CALLBACKS = []
 # Flags that may change between a run and its --resume without changing what it computes.
-RESUMABLE_CHANGES = {"resume", "device", "workers", "api_key", "comet_offline", "progress", "log_interval",
+RESUMABLE_CHANGES = {"resume", "device", "workers", "api_key", "comet_offline", "progress", "log_interval", "save_every",
                      "eval_batch_size", "output_dir", "output_dir_given", "compile", "project_name", "data_dir",
                      "off_benchmark", "input_size", "tta"}
 
@@ -83,8 +82,9 @@ def get_args_parser():
     g.add_argument("--pretrained", default=None, metavar="PATH|hub",
                    help="for timm/<name> or tv/<name> backbones: weights from a local state dict, or 'hub' "
                         "(online); the head is replaced and images are resized to the backbone's input size")
-    g.add_argument("--vit-maths", default="standard", choices=vit.MATHS,
-                   help="original: ViT-CIFAR's attention scale sqrt(hidden) and GELU after the MLP (README)")
+    g.add_argument("--vit-maths", default="original", choices=vit.MATHS,
+                   help="original: ViT-CIFAR's attention scale 1/sqrt(hidden) and GELU after the MLP; "
+                        "standard: 1/sqrt(head dim), no GELU after the MLP (README)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout inside the model (ViT: after attention and MLP layers; CNNs: before the head)")
     g.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate, where the model has it")
     g.add_argument("--shakedrop", type=float, default=0.5, help="PyramidNet: final ShakeDrop probability")
@@ -106,7 +106,11 @@ def get_args_parser():
     g.add_argument("--adaptive-sam", action="store_true", help="wrap the optimizer in adaptive SAM (ASAM)")
     g.add_argument("--sam-rho", type=float, default=0.05, help="SAM neighbourhood radius")
     g.add_argument("--scheduler", default="cosine", help="cosine, step, multistep, plateau, constant")
-    g.add_argument("--warmup-epoch", type=int, default=5, help="epochs of linear warm-up (per step)")
+    g.add_argument("--warmup-epoch", type=int, default=5,
+                   help="epochs of linear warm-up (as the original: lr * e / W in epoch e, epoch 0 at 0)")
+    g.add_argument("--lr-per-step", action="store_true",
+                   help="modern schedule: warm-up and cosine per optimizer step, ending at --min-lr on the last "
+                        "step (default: the original's per-epoch GradualWarmup + CosineAnnealingLR(T_max=epochs))")
     g.add_argument("--step-size", type=int, default=30, help="step: epochs between decays")
     g.add_argument("--milestones", type=int, nargs="+", default=[100, 150], help="multistep: decay epochs")
     g.add_argument("--gamma", type=float, default=0.1, help="step/multistep/plateau decay factor")
@@ -126,6 +130,9 @@ def get_args_parser():
     g.add_argument("--ra-n", type=int, default=2, help="RandAugment: operations per image")
     g.add_argument("--ra-m", type=int, default=9, help="RandAugment: magnitude, 0-30")
     g.add_argument("--trivialaugment", action="store_true", help="TrivialAugmentWide")
+    g.add_argument("--aa-ops", default="original", choices=["original", "torchvision"],
+                   help="AutoAugment op semantics: original (ViT-CIFAR's PIL ops: grey fill, rotate +theta only, "
+                        "bicubic shear, rounded translate, solarize from 256) or torchvision's")
     g.add_argument("--crop-padding", type=int, default=4, help="random crop padding (0: no crop)")
     g.add_argument("--no-hflip", dest="hflip", action="store_false", default=None,
                    help="no horizontal flip (never flipped on svhn)")
@@ -135,6 +142,9 @@ def get_args_parser():
     g.add_argument("--mixup-alpha", type=float, default=1.0, help="Mixup: lam ~ Beta(a, a)")
     g.add_argument("--mix-prob", type=float, default=None,
                    help="probability a batch is mixed (default: 0.8 for mixup alone, as the original; else 1)")
+    g.add_argument("--mix-choice", default="original", choices=["original", "random"],
+                   help="with --mixup --cutmix: original applies CutMix only (as ViT-CIFAR did); "
+                        "random picks one of them per batch")
     g.add_argument("--rcpaste", action="store_true", help="RandomCropPaste")
     g.add_argument("--cutout", type=int, default=0, help="Cutout square side (0: off)")
     g.add_argument("--random-erasing", type=float, default=0.0, help="random erasing probability (0: off)")
@@ -154,6 +164,9 @@ def get_args_parser():
     g.add_argument("--weights", nargs="+", default=None, help="weights for --eval-only (several: ensembled)")
     g.add_argument("--tta", action="store_true", help="flip test-time augmentation in the final evaluation")
     g.add_argument("--skip-nonfinite", action="store_true", help="skip steps whose loss is not finite")
+    g.add_argument("--save-every", type=int, default=0,
+                   help="write the checkpoint every N epochs and on the last (0: whenever it costs under 1%% "
+                        "of the time since the last write)")
     g.add_argument("--dry-run", action="store_true", help="2 training and 2 evaluation batches, nothing written")
     g.add_argument("--log-interval", type=int, default=50, help="steps between progress-bar refreshes")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
@@ -189,8 +202,13 @@ def resolve_args(args):
         _check(value >= 0, f"--{name} must not be negative, got {value}")
     _check(args.lr > 0, "--lr must be positive")
     _check(args.min_lr <= args.lr, f"--min-lr {args.min_lr} is above --lr {args.lr}")
-    _check(args.warmup_epoch < args.max_epochs or args.max_epochs == 1 and args.warmup_epoch <= 1,
-           f"--warmup-epoch {args.warmup_epoch} must be below --max-epochs {args.max_epochs}")
+    if args.warmup_epoch >= args.max_epochs and not args.lr_per_step:
+        # As in the original: a warm-up longer than the run never finishes; say so rather than refuse.
+        print(f"note: --warmup-epoch {args.warmup_epoch} is not below --max-epochs {args.max_epochs}: the learning "
+              f"rate climbs the whole run and peaks at {args.lr * (args.max_epochs - 1) / args.warmup_epoch:.3g}",
+              file=sys.stderr)
+    _check(args.warmup_epoch < args.max_epochs or not args.lr_per_step or args.warmup_epoch == args.max_epochs == 1,
+           f"--lr-per-step: --warmup-epoch {args.warmup_epoch} must be below --max-epochs {args.max_epochs}")
     for name in ("smoothing", "dropout", "drop_path", "random_erasing", "ema_decay", "shakedrop"):
         value = getattr(args, name)
         _check(0 <= value < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
@@ -207,9 +225,7 @@ def resolve_args(args):
     args.aa_policy = "svhn" if args.dataset == "svhn" else "cifar10"
     if args.hflip is None:
         args.hflip = args.dataset != "svhn"  # digits are not mirror-symmetric
-    if args.mix_prob is None:
-        args.mix_prob = 0.8 if args.mixup and not args.cutmix else 1.0
-    _check(0 <= args.mix_prob <= 1, f"--mix-prob must be in [0, 1], got {args.mix_prob}")
+    _check(args.mix_prob is None or 0 <= args.mix_prob <= 1, f"--mix-prob must be in [0, 1], got {args.mix_prob}")
     _check(args.dataset in DATASETS, f"unknown dataset {args.dataset!r}; choose from: {', '.join(DATASETS.names())}")
     _check(args.criterion in CRITERIONS, f"unknown criterion {args.criterion!r}; choose from: {', '.join(CRITERIONS.names())}")
     _check(args.optimizer in OPTIMIZERS, f"unknown optimizer {args.optimizer!r}; choose from: {', '.join(OPTIMIZERS.names())}")
@@ -271,11 +287,22 @@ def _resolve_vit(args):
     _check(args.hidden % args.head == 0, f"--hidden {args.hidden} is not divisible by --head {args.head}")
 
 
+# Model option -> the flag that sets it. Only options whose flag the user changed from its
+# default reach the builder, and a builder refuses an option it does not take, so no flag is
+# silently ignored (the ViT size flags are filled in from the preset by _resolve_vit).
+MODEL_FLAGS = {"dropout": "dropout", "drop_path": "drop_path", "patch_size": "patch_size", "num_layers": "num_layers",
+               "hidden": "hidden", "mlp_hidden": "mlp_hidden", "head": "head", "cls_token": "off_cls_token",
+               "maths": "vit_maths", "shakedrop": "shakedrop", "zero_init_residual": "zero_init_residual", "se": "se"}
+
+
 def model_options(args):
-    return dict(dropout=args.dropout, drop_path=args.drop_path, patch_size=args.patch_size,
-                num_layers=args.num_layers, hidden=args.hidden, mlp_hidden=args.mlp_hidden, head=args.head,
-                cls_token=not args.off_cls_token, maths=args.vit_maths, shakedrop=args.shakedrop,
-                zero_init_residual=args.zero_init_residual, se=args.se)
+    parser = get_args_parser()
+    options = {}
+    for option, flag in MODEL_FLAGS.items():
+        value = getattr(args, flag)
+        if value != parser.get_default(flag):
+            options[option] = (not value) if flag == "off_cls_token" else value
+    return options
 
 
 def make_model(args, in_chans):
@@ -404,18 +431,22 @@ def save_augmented_grid(loader, data, path):
 def build_training(args, data, model, device, rank=0, world_size=1):
     """Loaders, optimizer, schedule, precision, EMA and batch mixing for a model, from the flags."""
     model.to(device)
-    train_loader, test_loader = build_loaders(args, data, device, rank, world_size)
+    policies = build_policy(args.policy, dataset_policy=args.aa_policy, ops=args.aa_ops, ra_n=args.ra_n, ra_m=args.ra_m)
+    train_loader, test_loader = build_loaders(
+        data, device, input_path=args.input_path, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+        input_size=args.input_size, crop_padding=args.crop_padding, hflip=args.hflip, seed=args.seed,
+        policies=policies, extras=build_extras(rcpaste=args.rcpaste, cutout=args.cutout,
+                                               random_erasing=args.random_erasing),
+        workers=args.workers, rank=rank, world_size=world_size)
     steps_per_epoch = min(2, len(train_loader)) if args.dry_run else len(train_loader)
     optimizer = build_optimizer(model, args)
     amp_dtype, scaler = amp_setup(args, device)
-    ema = None
-    if args.ema_decay > 0:
-        # use_buffers: batch-norm statistics are averaged too; the initial copy's would be stale.
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
+    ema = EMA(model, args.ema_decay) if args.ema_decay > 0 else None
+    mixer = build_mixer(mixup=args.mixup, cutmix=args.cutmix, mixup_alpha=args.mixup_alpha,
+                        cutmix_beta=args.cutmix_beta, mix_prob=args.mix_prob, choice=args.mix_choice)
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, optimizer=optimizer,
                            scheduler=build_scheduler(optimizer, args, steps_per_epoch), amp_dtype=amp_dtype,
-                           scaler=scaler, ema=ema, mixer=build_mixer(args))
+                           scaler=scaler, ema=ema, mixer=mixer)
 
 
 def wrap_model(model, args, device, world_size=1):
@@ -430,7 +461,36 @@ def wrap_model(model, args, device, world_size=1):
     return net
 
 
-def main(args):
+class Interrupted(UserError):
+    code = 130
+
+
+class CheckpointPolicy:
+    """When to write the checkpoint: every `every` epochs and on the last one, or, with every=0
+    (the default), whenever the time since the last write is at least 100 times what that write
+    took, so checkpoints cost at most ~1% of the run however fast the epochs are."""
+
+    def __init__(self, every):
+        self.every, self.last_write, self.write_seconds = every, None, 0.0
+
+    def due(self, epoch, last):
+        if last or self.last_write is None:
+            return True
+        if self.every > 0:
+            return (epoch + 1) % self.every == 0
+        return time.perf_counter() - self.last_write >= 100 * self.write_seconds
+
+    @contextlib.contextmanager
+    def timed(self):
+        start = time.perf_counter()
+        yield
+        self.last_write = time.perf_counter()
+        self.write_seconds = self.last_write - start
+
+
+def main(args, epoch_callbacks=()):
+    """Train (or evaluate) as the flags say. `epoch_callbacks`: fn(epoch, row) after each epoch
+    (sweep.py reports to Optuna through one)."""
     args.output_dir_given = args.output_dir is not None
     resolve_args(args)
     if args.folds or args.seeds:
@@ -508,34 +568,50 @@ def main(args):
 
     max_steps = 2 if args.dry_run else None
     epochs = range(start_epoch, 1 if args.dry_run else args.max_epochs)
-    for epoch in epochs:
-        seed_everything(epoch_seed(args.seed, epoch))  # each epoch's draws depend on (seed, epoch) only
-        start = time.perf_counter()
-        try:
-            train = train_one_epoch(net, run.train_loader, criterion, optimizer, scheduler, device, epoch,
-                                    amp_dtype=run.amp_dtype, scaler=scaler, mixer=run.mixer, grad_clip=args.grad_clip,
-                                    ema=ema, skip_nonfinite=args.skip_nonfinite, max_steps=max_steps,
-                                    log_interval=args.log_interval, progress=args.progress and is_main)
-        except NonFiniteLoss as e:
-            raise UserError(str(e))
-        test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype,
-                        max_steps=max_steps, progress=args.progress and is_main)
-        if hasattr(scheduler, "epoch_end"):
-            scheduler.epoch_end(test)
-        if data.val_y is not None:  # per-epoch numbers come from the held-out part of the training split
-            test = {k.replace("test_", "val_"): v for k, v in test.items()}
-        row = {"epoch": epoch + 1, **train, **test, "epoch_seconds": time.perf_counter() - start}
-        history.append(row)
-        if is_main:
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                         "ema": ema.state_dict() if ema is not None else None, "epoch": epoch,
-                         "history": history, "rng": rng_state(), "args": vars(args)}, ckpt_path)
-            csv_log.log(row)
-            comet.log_metrics(row, epoch + 1)
-            print(_summary(row), flush=True)
-        for callback in EPOCH_CALLBACKS:
-            callback(epoch + 1, row)
+    saver = CheckpointPolicy(args.save_every)
+    checkpointed = start_epoch  # epochs done in the checkpoint on disk
+    try:
+        for epoch in epochs:
+            seed_everything(epoch_seed(args.seed, epoch))  # each epoch's draws depend on (seed, epoch) only
+            start = time.perf_counter()
+            try:
+                train = train_one_epoch(net, run.train_loader, criterion, optimizer, scheduler, device, epoch,
+                                        amp_dtype=run.amp_dtype, scaler=scaler, mixer=run.mixer, grad_clip=args.grad_clip,
+                                        ema=ema, skip_nonfinite=args.skip_nonfinite, max_steps=max_steps,
+                                        log_interval=args.log_interval, progress=args.progress and is_main)
+            except NonFiniteLoss as e:
+                raise UserError(str(e))
+            test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype,
+                            max_steps=max_steps, progress=args.progress and is_main)
+            if hasattr(scheduler, "epoch_end"):
+                scheduler.epoch_end(test)
+            if data.val_y is not None:  # per-epoch numbers come from the held-out part of the training split
+                test = {k.replace("test_", "val_"): v for k, v in test.items()}
+            row = {"epoch": epoch + 1, **train, **test, "epoch_seconds": time.perf_counter() - start}
+            history.append(row)
+            if is_main:
+                if saver.due(epoch, last=epoch + 1 == args.max_epochs):
+                    with saver.timed():
+                        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                                     "ema": ema.state_dict() if ema is not None else None, "epoch": epoch,
+                                     "history": history, "rng": rng_state(), "args": vars(args)}, ckpt_path)
+                    checkpointed = epoch + 1
+                # The CSV's epoch time includes this epoch's checkpoint write (the copy inside the
+                # checkpoint cannot); a row logged after the last checkpoint is dropped on --resume.
+                row = {**row, "epoch_seconds": time.perf_counter() - start}
+                csv_log.log(row)
+                comet.log_metrics(row, epoch + 1)
+                print(_summary(row), flush=True)
+            for callback in epoch_callbacks:
+                callback(epoch + 1, row)
+    except KeyboardInterrupt:
+        if not is_main:
+            raise
+        if checkpointed:
+            raise Interrupted(f"interrupted; the checkpoint of epoch {checkpointed} is kept "
+                              f"(continue with --resume --output-dir {out_dir})")
+        raise Interrupted("interrupted before the first checkpoint; nothing to resume (start the run again)")
 
     if is_main and not args.dry_run:
         weights = os.path.join(out_dir, "model.pth")
@@ -555,8 +631,7 @@ def main(args):
 
 def cli(argv=None):
     # The atomic writes leave the previous checkpoint and logs whole whatever stops the run.
-    return run_command(main, get_args_parser().parse_args(argv),
-                       interrupted="interrupted; the last finished epoch's checkpoint is kept (continue with --resume)",
+    return run_command(main, get_args_parser().parse_args(argv), interrupted="interrupted",
                        disk_note="; earlier checkpoints and logs are intact")
 
 

@@ -1,7 +1,17 @@
 """Optimizers and learning-rate schedules by name, plus SAM.
 
-All schedules are stepped once per optimizer step (so warm-up is smooth even over a single
-epoch), except reduce-on-plateau, which looks at the test loss once per epoch.
+Schedules are stepped once per optimizer step, but by default the rate they give changes only
+at epoch boundaries, because that is what ViT-CIFAR computed: PyTorch Lightning stepped its
+GradualWarmupScheduler(multiplier=1, total_epoch=W) + CosineAnnealingLR(T_max=max_epochs,
+eta_min=min_lr) once per epoch, so epoch e (0-based) trains at
+
+    lr * e / W                                                  for e <= W  (epoch 0 at lr 0)
+    min_lr + (lr - min_lr) * (1 + cos(pi * (e - W - 1) / max_epochs)) / 2   after
+
+(1e-3 at epochs 5 and 6, then the cosine, ending at 1.299e-5 after 200 epochs, not at min_lr:
+the cosine was never squeezed into the epochs left after warm-up). `--lr-per-step` gives the
+modern form instead: per-step linear warm-up and a cosine that ends at min_lr on the last step.
+Reduce-on-plateau looks at the test loss once per epoch either way.
 """
 import math
 
@@ -126,52 +136,69 @@ def warmup_cosine(step, *, warmup_steps, total_steps, base_lr, min_lr):
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def original_warmup_cosine(epoch, *, warmup_epochs, max_epochs, base_lr, min_lr):
+    """ViT-CIFAR's learning rate during epoch `epoch` (0-based), as in the module docstring.
+
+    With no warm-up the cosine starts at epoch 0 (the original's warm-up scheduler divides by
+    zero there). A warm-up longer than the run simply never finishes, as in the original.
+    """
+    if warmup_epochs > 0 and epoch <= warmup_epochs:
+        return base_lr * epoch / warmup_epochs
+    t = epoch - warmup_epochs - 1 if warmup_epochs > 0 else epoch
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / max_epochs))
+
+
 def _lambda(optimizer, lr_at):
     """LambdaLR over a function of the step that returns an absolute learning rate."""
     base = optimizer.param_groups[0]["lr"]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step) / base)
 
 
-def _warmup(step, warmup_steps):
-    return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+def _warmup_factor(step, steps_per_epoch, warmup_epochs, per_step):
+    """The warm-up multiplier at optimizer step `step`: per step from 1/warmup_steps, or, as the
+    original's GradualWarmupScheduler, e / W during epoch e (epoch 0 at 0)."""
+    if per_step:
+        warmup_steps = warmup_epochs * steps_per_epoch
+        return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+    epoch = step // steps_per_epoch
+    return epoch / warmup_epochs if warmup_epochs > 0 and epoch < warmup_epochs else 1.0
 
 
 @SCHEDULERS.register("cosine")
-def _cosine(optimizer, args, steps_per_epoch):
-    warmup, total = args.warmup_epoch * steps_per_epoch, args.max_epochs * steps_per_epoch
-    return _lambda(optimizer, lambda s: warmup_cosine(s, warmup_steps=warmup, total_steps=total,
-                                                      base_lr=args.lr, min_lr=args.min_lr))
+def _cosine(optimizer, *, lr, min_lr, warmup_epochs, max_epochs, steps_per_epoch, per_step, **_):
+    if per_step:
+        warmup, total = warmup_epochs * steps_per_epoch, max_epochs * steps_per_epoch
+        return _lambda(optimizer, lambda s: warmup_cosine(s, warmup_steps=warmup, total_steps=total,
+                                                          base_lr=lr, min_lr=min_lr))
+    return _lambda(optimizer, lambda s: original_warmup_cosine(
+        s // steps_per_epoch, warmup_epochs=warmup_epochs, max_epochs=max_epochs, base_lr=lr, min_lr=min_lr))
 
 
 @SCHEDULERS.register("step")
-def _step(optimizer, args, steps_per_epoch):
-    warmup = args.warmup_epoch * steps_per_epoch
-    return _lambda(optimizer, lambda s: args.lr * _warmup(s, warmup) * args.gamma ** ((s // steps_per_epoch) // args.step_size))
+def _step(optimizer, *, lr, warmup_epochs, steps_per_epoch, per_step, step_size, gamma, **_):
+    return _lambda(optimizer, lambda s: lr * _warmup_factor(s, steps_per_epoch, warmup_epochs, per_step)
+                   * gamma ** ((s // steps_per_epoch) // step_size))
 
 
 @SCHEDULERS.register("multistep")
-def _multistep(optimizer, args, steps_per_epoch):
-    warmup = args.warmup_epoch * steps_per_epoch
-
+def _multistep(optimizer, *, lr, warmup_epochs, steps_per_epoch, per_step, milestones, gamma, **_):
     def lr_at(s):
-        passed = sum(1 for m in args.milestones if s // steps_per_epoch >= m)
-        return args.lr * _warmup(s, warmup) * args.gamma ** passed
+        passed = sum(1 for m in milestones if s // steps_per_epoch >= m)
+        return lr * _warmup_factor(s, steps_per_epoch, warmup_epochs, per_step) * gamma ** passed
 
     return _lambda(optimizer, lr_at)
 
 
 @SCHEDULERS.register("constant")
-def _constant(optimizer, args, steps_per_epoch):
-    warmup = args.warmup_epoch * steps_per_epoch
-    return _lambda(optimizer, lambda s: args.lr * _warmup(s, warmup))
+def _constant(optimizer, *, lr, warmup_epochs, steps_per_epoch, per_step, **_):
+    return _lambda(optimizer, lambda s: lr * _warmup_factor(s, steps_per_epoch, warmup_epochs, per_step))
 
 
 class PlateauPerEpoch:
     """ReduceLROnPlateau on the test loss, once per epoch; its per-step step() does nothing."""
 
-    def __init__(self, optimizer, args):
-        self.inner = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=args.gamma, patience=args.patience, min_lr=args.min_lr)
+    def __init__(self, optimizer, *, gamma, patience, min_lr):
+        self.inner = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=gamma, patience=patience, min_lr=min_lr)
 
     def step(self):
         pass
@@ -186,8 +213,12 @@ class PlateauPerEpoch:
         self.inner.load_state_dict(state)
 
 
-SCHEDULERS.register("plateau", lambda optimizer, args, steps_per_epoch: PlateauPerEpoch(optimizer, args))
+SCHEDULERS.register("plateau", lambda optimizer, *, gamma, patience, min_lr, **_: PlateauPerEpoch(
+    optimizer, gamma=gamma, patience=patience, min_lr=min_lr))
 
 
 def build_scheduler(optimizer, args, steps_per_epoch):
-    return SCHEDULERS.build(args.scheduler, optimizer, args, steps_per_epoch)
+    return SCHEDULERS.build(args.scheduler, optimizer, lr=args.lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epoch,
+                            max_epochs=args.max_epochs, steps_per_epoch=steps_per_epoch, per_step=args.lr_per_step,
+                            step_size=args.step_size, milestones=args.milestones, gamma=args.gamma,
+                            patience=args.patience)
