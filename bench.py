@@ -13,6 +13,12 @@ It takes every main.py flag (model, batch, augmentation, precision, compile) plu
 
 and reports achieved TFLOP/s from a counted FLOP figure (torch.utils.flop_counter) against a
 matrix-multiply peak measured on the same device in the same call. The table comes last.
+
+    python bench.py --audit --batch-size 128 --autoaugment --json audit.json
+
+runs the device input path and the training step on the `meta` device instead (no GPU needed)
+and counts, per step, the host reads of device values, the blocking host-to-device copies and
+the device ops (sync_audit.py): what decides whether a GPU is ever left waiting.
 """
 import json
 import os
@@ -27,7 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import main as cli
 from criterions import CRITERIONS
 from data import Data
-from engine import evaluate, train_one_epoch
+from engine import evaluate, synchronize, train_one_epoch, train_step
+from sync_audit import audit
 from models import build_model
 from utils import UserError, pick_device, seed_everything
 
@@ -41,6 +48,8 @@ def get_args_parser():
                         help="synthetic training set size (default: 50000 on CUDA, 2048 elsewhere)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--skip-dataloader", action="store_true", help="do not measure the worker path")
+    parser.add_argument("--audit", action="store_true",
+                        help="count syncs, blocking copies and device ops per step on the meta device, no timing")
     return parser
 
 
@@ -60,10 +69,9 @@ class FixedBatches:
 
     def __init__(self, x, y, n):
         self.x, self.y, self.n = x, y, n
-        self.generator = torch.Generator()
 
     def set_epoch(self, epoch):
-        self.generator.manual_seed(epoch)
+        pass
 
     def __len__(self):
         return self.n
@@ -79,7 +87,6 @@ class StartClock:
 
     def __init__(self, loader, skip, device):
         self.loader, self.skip, self.device, self.start = loader, skip, device, None
-        self.generator = loader.generator
 
     def set_epoch(self, epoch):
         self.loader.set_epoch(epoch)
@@ -95,9 +102,7 @@ class StartClock:
             yield batch
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+_sync = synchronize
 
 
 def time_training(net, loader, run, criterion, device, args, batch_size):
@@ -148,6 +153,46 @@ def peak_memory_gb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # host RSS, in kB on Linux
 
 
+def audit_device_path(args):
+    """Per-step counts of the device path on the meta device: the augmentation of one batch,
+    the training step alone, and the whole loop per step (a 4-step epoch minus a 2-step one,
+    halved, so the per-epoch work cancels out)."""
+    cli.resolve_args(args)
+    meta = torch.device("meta")
+    args.device_type, args.input_path, args.input_size = "meta", "device", args.image_size
+    num_classes = args.num_classes = args.num_classes or 10
+    data = synthetic_data(args.batch_size * 6, 16, args.image_size, 3, num_classes, args.seed)
+    criterion = CRITERIONS.build(args.criterion, num_classes, args.label_smoothing, args.smoothing)
+    model = build_model(args.model_name, num_classes, args.image_size, 3, **cli.model_options(args)).to(meta)
+    run = cli.build_training(args, data, model, meta)
+    loader = run.train_loader
+    loader.set_epoch(0)
+    batches = iter(loader)
+    next(batches)  # the first batch also draws the epoch's permutation
+    with audit() as aug:
+        x, y = next(batches)
+    kwargs = dict(amp_dtype=run.amp_dtype, scaler=run.scaler, mixer=run.mixer, grad_clip=args.grad_clip, ema=run.ema)
+    for _ in range(2):  # the second call: the optimizer creates its state in the first
+        with audit() as step:
+            train_step(model, x, y, criterion, run.optimizer, run.scheduler, meta, **kwargs)
+
+    def epoch(steps):
+        with audit() as c:
+            train_one_epoch(model, loader, criterion, run.optimizer, run.scheduler, meta, 0, max_steps=steps,
+                            progress=False, log_interval=10**9, **kwargs)
+        return c.counts()
+
+    two, four = epoch(2), epoch(4)
+    loop = {k: (four[k] - two[k]) / 2 for k in four}
+    return {"batch_size": args.batch_size, "policy": args.policy, "model": args.model_name,
+            "aug_ops_per_batch": aug.ops, "aug_syncs_per_batch": aug.syncs,
+            "aug_blocking_copies_per_batch": aug.blocking_copies, "step_ops": step.ops,
+            "step_syncs": step.syncs, "step_blocking_copies": step.blocking_copies,
+            "syncs_per_step": loop["syncs"], "blocking_copies_per_step": loop["blocking_copies"],
+            "ops_per_step": loop["ops"], "torch": torch.__version__,
+            "note": "meta device: the optimizer runs its single-tensor form (the fused CUDA one launches fewer ops)"}
+
+
 def bench(args):
     cli.resolve_args(args)
     device = pick_device(args.device)
@@ -160,7 +205,9 @@ def bench(args):
     in_chans = 3
     num_classes = args.num_classes or 10
     args.num_classes = num_classes
-    data = synthetic_data(n_train, max(args.eval_batch_size * 4, 1024), args.image_size, in_chans, num_classes, args.seed)
+    # A CIFAR-sized test set, so the eval figure is not the first few batches' launch rate.
+    data = synthetic_data(n_train, 10000 if device.type == "cuda" else 1024, args.image_size, in_chans, num_classes,
+                          args.seed)
     criterion = CRITERIONS.build(args.criterion, num_classes, args.label_smoothing, args.smoothing)
 
     def fresh(input_path):
@@ -240,12 +287,19 @@ def print_table(r):
 
 
 def main(args):
-    results = bench(args)
+    if args.steps <= 0 or args.warmup_steps < 0:
+        raise UserError(f"--steps must be positive and --warmup-steps not negative, got {args.steps} and {args.warmup_steps}")
+    results = audit_device_path(args) if args.audit else bench(args)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
-    print_table(results)
+    if args.audit:
+        width = max(map(len, results))
+        for k, v in results.items():
+            print(f"{k:<{width}}  {v}")
+    else:
+        print_table(results)
     return results
 
 
