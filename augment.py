@@ -1,112 +1,143 @@
 """Batched augmentations that run on whatever device the batch is on.
 
-The input pipeline has three stages (data.py wires them together):
+The input pipeline has three stages (loaders.py wires them together):
   1. uint8 per-image geometry and colour: random crop with padding, flip, and a policy
      (AutoAugment / RandAugment / TrivialAugment). Either on the device (batched, below and
-     in autoaugment.py) or in DataLoader workers with torchvision's PIL transforms.
-  2. float per-image extras on the normalised batch: RandomCropPaste, Cutout, random erasing,
-     resizing to --image-size. Always here, on the device, for both input paths.
-  3. batch mixing in the training step: Mixup / CutMix.
+     in autoaugment.py) or in DataLoader workers with PIL transforms.
+  2. float per-image extras on the normalised batch: RandomCropPaste, Cutout, random erasing.
+  3. batch mixing in the training step: MixUp / CutMix.
 
-Every random draw comes from an explicit CPU `torch.Generator` (reseeded each epoch by the
-loader), so a resumed run draws exactly what an uninterrupted run would have drawn, and the
-device never has to tell the host what it drew.
+By default every op computes what omihub777/ViT-CIFAR computed; where this differs from the
+papers' reference code it says so.
+
+Every op draws its random numbers on the batch's device, from `generator` (None: that device's
+global RNG, which is what torch.compile can trace and what the trainer reseeds each epoch), and
+runs a fixed sequence of tensor ops per call: nothing drawn ever reaches Python (no `.item()`,
+no `if` on a drawn value, no boolean-mask indexing), so the host never waits for the device and
+the same code works on `meta` tensors and under `torch.compile(fullgraph=True)`. Per-image boxes
+are masks made from `arange` comparisons; per-batch decisions are `torch.where` selections.
+`count_ops` audits that property.
+
+Mixers return `(x, y_a, y_b, lam)` with `y_b` always a tensor and `lam` a 0-dim float tensor
+(1 when the batch was left unmixed), so the training step has one shape of code.
 """
+import collections
 import math
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms as T
 
-from utils import Registry
-
-
-def _uniform(n, generator, low=0.0, high=1.0):
-    return torch.rand(n, generator=generator) * (high - low) + low
+from utils import Registry, UserError
 
 
-def _beta(alpha, n, generator):
+def _beta(alpha, shape, device, generator):
     # torch.distributions cannot take a generator; Beta(a, a) = Ga / (Ga + Gb).
-    ga = torch._standard_gamma(torch.full((n,), float(alpha)), generator=generator)
-    gb = torch._standard_gamma(torch.full((n,), float(alpha)), generator=generator)
-    return ga / (ga + gb)
+    conc = torch.full(shape, float(alpha), device=device)
+    ga = torch._standard_gamma(conc, generator=generator)
+    gb = torch._standard_gamma(conc, generator=generator)
+    # Both gammas can underflow to 0 for a tiny alpha; the limit is symmetric, so take the middle.
+    return (ga / (ga + gb)).nan_to_num(0.5)
 
 
-def _device_generator(generator, device):
-    """A generator on `device` seeded from the CPU one: bulk noise is drawn where it is used
-    instead of being drawn on the host and copied over."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    return torch.Generator(device=device).manual_seed(seed)
+def _below(u, n):
+    """Uniform integers in [0, n) from uniforms in [0, 1); n an int or an integer tensor. The
+    clamp guards against a backend whose uniform can round up to 1."""
+    k = (u * n).long()
+    return k.clamp(max=n - 1) if isinstance(n, int) else torch.minimum(k, n - 1)
+
+
+def _box_mask(h, w, top, left, box_h, box_w):
+    """B,H,W boolean masks of the boxes [top, top+box_h) x [left, left+box_w), one per image."""
+    ys = torch.arange(h, device=top.device)[None, :, None]
+    xs = torch.arange(w, device=top.device)[None, None, :]
+    top, left, box_h, box_w = (t[:, None, None] for t in (top, left, box_h, box_w))
+    return (ys >= top) & (ys < top + box_h) & (xs >= left) & (xs < left + box_w)
 
 
 # ---------------------------------------------------------------- stage 1: uint8, per image
 
-def random_crop(x, padding, generator):
+def random_crop(x, padding, generator=None):
     """torchvision's RandomCrop(size, padding, fill=0) with an independent offset per image."""
     if padding <= 0:
         return x
     b, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)
-    top = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device, non_blocking=True)
-    left = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device, non_blocking=True)
-    rows = (top[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # B,1,H,1
-    cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # B,1,1,W
+    offset = torch.randint(0, 2 * padding + 1, (2, b), device=x.device, generator=generator)
+    rows = (offset[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # B,1,H,1
+    cols = (offset[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # B,1,1,W
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     chan = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, chan, rows, cols]
 
 
-def random_hflip(x, generator, p=0.5):
-    flip = (torch.rand(x.shape[0], generator=generator) < p).to(x.device, non_blocking=True)
+def random_hflip(x, generator=None, p=0.5):
+    """torchvision's RandomHorizontalFlip(p), drawn per image."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 # ---------------------------------------------------------------- stage 2: float, per image
 
-def _boxes(b, h, w, box_h, box_w, generator):
-    """Top-left corners of boxes of the given per-image sizes, placed uniformly inside the image."""
-    top = (torch.rand(b, generator=generator) * (h - box_h + 1)).long()
-    left = (torch.rand(b, generator=generator) * (w - box_w + 1)).long()
-    return top, left
-
-
-def _box_mask(h, w, top, left, box_h, box_w, device):
-    ys = torch.arange(h, device=device)[None, :, None]
-    xs = torch.arange(w, device=device)[None, None, :]
-    top, left, box_h, box_w = (t.to(device, non_blocking=True)[:, None, None] for t in (top, left, box_h, box_w))
-    return (ys >= top) & (ys < top + box_h) & (xs >= left) & (xs < left + box_w)  # B,H,W
-
-
 class RandomCropPaste:
-    """ViT-CIFAR's RandomCropPaste: a random crop of each image, flipped with probability
-    `flip_p`, blended into another random place of the same image: lam * back + (1-lam) * crop,
-    with lam ~ Beta(alpha, alpha) and the crop's side sqrt(1 - lam) of the image's."""
+    """ViT-CIFAR's `--rcpaste`, per image: a box is cut from the image, flipped with probability
+    `flip_p`, the whole image is then flipped with probability `image_flip_p`, and the box is
+    blended into a random place of it as region * a + box * (1 - a), a ~ U(0, 1).
 
-    def __init__(self, alpha=1.0, flip_p=0.5):
-        self.alpha, self.flip_p = alpha, flip_p
+    The box is CutMix's: lam ~ Beta(alpha, alpha), side int(S * sqrt(1 - lam)), centred on a
+    uniform pixel and clipped at the border (so often smaller than that side, and empty when the
+    side is 0 or 1). The paste corner is numpy's randint(0, S - side), exclusive, so a pasted box
+    never touches the last row or column unless it spans the image. The blend weight does not
+    depend on lam: lam only sets the box's size.
 
-    def __call__(self, x, generator):
-        b, _, h, w = x.shape
-        lam = _beta(self.alpha, b, generator)
-        side = torch.sqrt(1.0 - lam)
-        box_h = (side * h).long().clamp(min=1)
-        box_w = (side * w).long().clamp(min=1)
-        f_top, f_left = _boxes(b, h, w, box_h, box_w, generator)
-        b_top, b_left = _boxes(b, h, w, box_h, box_w, generator)
-        flip = torch.rand(b, generator=generator) < self.flip_p
+    `draw` returns the raw per-image draws, `geometry` the boxes they give, `apply` the result;
+    `__call__` is `apply(x, draw(x))`.
+    """
+
+    def __init__(self, alpha=1.0, flip_p=0.5, image_flip_p=0.5):
+        self.alpha, self.flip_p, self.image_flip_p = alpha, flip_p, image_flip_p
+
+    def draw(self, x, generator=None):
+        b, dev = x.shape[0], x.device
+        lam = _beta(self.alpha, (b,), dev, generator)
+        u = torch.rand(7, b, device=dev, generator=generator)
+        return {"lam": lam, "u_cx": u[0], "u_cy": u[1], "u_px": u[2], "u_py": u[3],
+                "flip_front": u[4] < self.flip_p, "flip_image": u[5] < self.image_flip_p, "weight": u[6]}
+
+    @staticmethod
+    def geometry(params, h, w):
+        """Per-image source box (x1, y1, bw, bh) and paste corner (px, py), as long tensors."""
+        cut_rat = torch.sqrt(1.0 - params["lam"])
+        out = {}
+        for axis, size, u_c, u_p in (("x", w, "u_cx", "u_px"), ("y", h, "u_cy", "u_py")):
+            half = (size * cut_rat).long() // 2
+            centre = _below(params[u_c], size)
+            lo, hi = (centre - half).clamp(0, size), (centre + half).clamp(0, size)
+            extent = hi - lo
+            # randint(0, size - extent) needs a positive bound; a box spanning the image sits at 0.
+            out[axis + "1"], out["b" + ("w" if axis == "x" else "h")] = lo, extent
+            out["p" + axis] = _below(params[u_p], (size - extent).clamp(min=1))
+        return out
+
+    def apply(self, x, params):
+        b, c, h, w = x.shape
+        g = self.geometry(params, h, w)
         dev = x.device
-        inside = _box_mask(h, w, b_top, b_left, box_h, box_w, dev)
-        # For each pixel of the back box, the pixel of the front crop that lands on it.
-        ys = torch.arange(h, device=dev)[None, :, None] - b_top.to(dev, non_blocking=True)[:, None, None]
-        xs = torch.arange(w, device=dev)[None, None, :] - b_left.to(dev, non_blocking=True)[:, None, None]
-        flip, box_w_dev = flip.to(dev, non_blocking=True), box_w.to(dev, non_blocking=True)
-        xs = torch.where(flip[:, None, None], box_w_dev[:, None, None] - 1 - xs, xs)
-        src_y = (f_top.to(dev, non_blocking=True)[:, None, None] + ys).clamp(0, h - 1)
-        src_x = (f_left.to(dev, non_blocking=True)[:, None, None] + xs).clamp(0, w - 1)
+        base = torch.where(params["flip_image"][:, None, None, None], x.flip(-1), x)
+        dy = torch.arange(h, device=dev)[None, :, None] - g["py"][:, None, None]  # B,H,1
+        dx = torch.arange(w, device=dev)[None, None, :] - g["px"][:, None, None]  # B,1,W
+        bh, bw = g["bh"][:, None, None], g["bw"][:, None, None]
+        inside = (dy >= 0) & (dy < bh) & (dx >= 0) & (dx < bw)  # B,H,W
+        dx = torch.where(params["flip_front"][:, None, None], bw - 1 - dx, dx)
+        # The box is cut from the image before the whole-image flip, as in the original.
+        src_y = (g["y1"][:, None, None] + dy).clamp(0, h - 1)
+        src_x = (g["x1"][:, None, None] + dx).clamp(0, w - 1)
         src = (src_y * w + src_x).flatten(1)  # B, H*W
-        front = x.flatten(2).gather(2, src[:, None, :].expand(-1, x.shape[1], -1)).view_as(x)
-        lam = lam.to(dev, x.dtype, non_blocking=True)[:, None, None, None]
-        return torch.where(inside[:, None], lam * x + (1 - lam) * front, x)
+        front = x.flatten(2).gather(2, src[:, None, :].expand(-1, c, -1)).view_as(x)
+        a = params["weight"].to(x.dtype)[:, None, None, None]
+        return torch.where(inside[:, None], base * a + front * (1 - a), base)
+
+    def __call__(self, x, generator=None):
+        return self.apply(x, self.draw(x, generator))
 
 
 class Cutout:
@@ -116,39 +147,51 @@ class Cutout:
     def __init__(self, size=16):
         self.size = size
 
-    def __call__(self, x, generator):
+    def __call__(self, x, generator=None):
         b, _, h, w = x.shape
-        cy = torch.randint(0, h, (b,), generator=generator)
-        cx = torch.randint(0, w, (b,), generator=generator)
+        u = torch.rand(2, b, device=x.device, generator=generator)
+        cy, cx = _below(u[0], h), _below(u[1], w)
         top, left = (cy - self.size // 2).clamp(min=0), (cx - self.size // 2).clamp(min=0)
-        bottom, right = (cy + self.size - self.size // 2).clamp(max=h), (cx + self.size - self.size // 2).clamp(max=w)
-        mask = _box_mask(h, w, top, left, bottom - top, right - left, x.device)
+        bottom = (cy + self.size - self.size // 2).clamp(max=h)
+        right = (cx + self.size - self.size // 2).clamp(max=w)
+        mask = _box_mask(h, w, top, left, bottom - top, right - left)
         return x.masked_fill(mask[:, None], 0.0)
 
 
 class RandomErasing:
     """Random erasing (Zhong et al. 2020) with torchvision's defaults: with probability p, a box
     of area scale (0.02, 0.33) and aspect ratio (0.3, 3.3) filled with N(0, 1) noise. One draw
-    per image, clamped to the image (torchvision retries up to 10 times instead)."""
+    per image, clamped to the image (torchvision retries up to 10 times instead: a retry loop
+    would need the host to see the draws)."""
 
     def __init__(self, p=0.25, scale=(0.02, 0.33), ratio=(0.3, 3.3)):
         self.p, self.scale, self.ratio = p, scale, ratio
 
-    def __call__(self, x, generator):
+    def __call__(self, x, generator=None):
         b, c, h, w = x.shape
-        area = _uniform(b, generator, *self.scale) * h * w
-        log_ratio = _uniform(b, generator, math.log(self.ratio[0]), math.log(self.ratio[1]))
-        ratio = torch.exp(log_ratio)
+        u = torch.rand(5, b, device=x.device, generator=generator)
+        area = (u[0] * (self.scale[1] - self.scale[0]) + self.scale[0]) * (h * w)
+        lo, hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        ratio = torch.exp(u[1] * (hi - lo) + lo)
         box_h = torch.sqrt(area * ratio).round().long().clamp(1, h)
         box_w = torch.sqrt(area / ratio).round().long().clamp(1, w)
-        top, left = _boxes(b, h, w, box_h, box_w, generator)
-        apply = (torch.rand(b, generator=generator) < self.p).to(x.device, non_blocking=True)
-        noise = torch.randn(x.shape, generator=_device_generator(generator, x.device), device=x.device, dtype=x.dtype)
-        mask = _box_mask(h, w, top, left, box_h, box_w, x.device) & apply[:, None, None]
+        top, left = _below(u[2], h - box_h + 1), _below(u[3], w - box_w + 1)
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        mask = _box_mask(h, w, top, left, box_h, box_w) & (u[4] < self.p)[:, None, None]
         return torch.where(mask[:, None], noise, x)
 
 
 # ---------------------------------------------------------------- stage 3: batch mixing
+#
+# A mixer is a per-pixel weight map W and a lam: x = W * x + (1 - W) * x[perm]. MixUp's W is
+# lam everywhere, CutMix's is 0 inside its box and 1 outside (exactly the pasted batch, for
+# finite inputs), "unmixed" is 1. Choosing between them per batch is then a `torch.where` on W
+# and lam, and the batch is blended once whatever was chosen.
+
+def _blend(x, y, perm, weight, lam):
+    weight = weight.to(x.dtype)
+    return weight * x + (1 - weight) * x[perm], y, y[perm], lam
+
 
 class MixUp:
     """Mixup (Zhang et al. 2018), as ViT-CIFAR: one lam ~ Beta(alpha, alpha) for the batch,
@@ -157,92 +200,257 @@ class MixUp:
     def __init__(self, alpha=1.0):
         self.alpha = alpha
 
-    def __call__(self, x, y, generator):
-        lam = float(_beta(self.alpha, 1, generator))
-        perm = torch.randperm(x.shape[0], generator=generator).to(x.device, non_blocking=True)
-        return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+    def draw(self, x, generator=None):
+        return {"lam": _beta(self.alpha, (), x.device, generator)}
+
+    def weights(self, params, h, w):
+        """(weight map broadcastable to 1,1,H,W, lam)."""
+        return params["lam"], params["lam"]
+
+    def apply(self, x, y, perm, params):
+        return _blend(x, y, perm, *self.weights(params, *x.shape[-2:]))
+
+    def __call__(self, x, y, generator=None):
+        perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+        return self.apply(x, y, perm, self.draw(x, generator))
 
 
 class CutMix:
-    """CutMix (Yun et al. 2019), as ViT-CIFAR: one box of side sqrt(1 - lam) pasted from a
-    shuffled copy of the batch; lam is then recomputed from the box's clipped area."""
+    """CutMix (Yun et al. 2019), as ViT-CIFAR: lam ~ Beta(beta, beta), a box centred at
+    (r_x, r_y) ~ U(0, S)^2 with side S * sqrt(1 - lam), clipped at the border, is pasted from a
+    shuffled copy of the batch; lam is then 1 - (box area) / S^2.
+
+    As in the original the half-side is floored before the box is
+    placed, x1 = int(clip(r_x - r_w // 2, 0, S)), so boxes are slightly smaller than sqrt(1 - lam)
+    says: mean lam is ~0.70 at beta=1, not ~0.68.
+    """
 
     def __init__(self, beta=1.0):
         self.beta = beta
 
-    def __call__(self, x, y, generator):
-        _, _, h, w = x.shape
-        lam = float(_beta(self.beta, 1, generator))
-        perm = torch.randperm(x.shape[0], generator=generator).to(x.device, non_blocking=True)
-        cy, cx = (float(v) for v in torch.rand(2, generator=generator) * torch.tensor([h, w]))
-        half_h, half_w = h * math.sqrt(1 - lam) / 2, w * math.sqrt(1 - lam) / 2
-        y1, y2 = int(max(cy - half_h, 0)), int(min(cy + half_h, h))
-        x1, x2 = int(max(cx - half_w, 0)), int(min(cx + half_w, w))
-        x = x.clone()
-        x[:, :, y1:y2, x1:x2] = x[perm, :, y1:y2, x1:x2]
-        lam = 1 - (y2 - y1) * (x2 - x1) / (h * w)
-        return x, y, y[perm], lam
+    def draw(self, x, generator=None):
+        u = torch.rand(2, device=x.device, generator=generator)
+        return {"lam": _beta(self.beta, (), x.device, generator), "u_x": u[0], "u_y": u[1]}
+
+    @staticmethod
+    def box(params, h, w):
+        """(x1, x2, y1, y2) as float tensors, elementwise over the params' shape."""
+        cut_rat = torch.sqrt(1.0 - params["lam"])
+        bounds = []
+        for size, u in ((w, params["u_x"]), (h, params["u_y"])):
+            centre, half = u * size, torch.floor(size * cut_rat / 2)
+            bounds += [(centre - half).clamp(0, size).floor(), (centre + half).clamp(0, size).floor()]
+        return tuple(bounds)
+
+    def weights(self, params, h, w):
+        """(1,1,H,W weight map: 0 inside the box, 1 outside; lam = the kept fraction)."""
+        x1, x2, y1, y2 = self.box(params, h, w)
+        xs = torch.arange(w, device=x1.device)[None, :]
+        ys = torch.arange(h, device=x1.device)[:, None]
+        box = (ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2)
+        lam = 1 - (x2 - x1) * (y2 - y1) / (h * w)
+        return (~box).float()[None, None], lam
+
+    def apply(self, x, y, perm, params):
+        return _blend(x, y, perm, *self.weights(params, *x.shape[-2:]))
+
+    def __call__(self, x, y, generator=None):
+        perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+        return self.apply(x, y, perm, self.draw(x, generator))
 
 
 class BatchMixer:
-    """Applies one of the given mixers to a batch with probability `prob` (picking uniformly
-    among them when several are on). Returns (x, y_a, y_b or None, lam)."""
+    """With probability `prob` mixes a batch with one of `mixers`, picked uniformly per batch;
+    otherwise leaves it unmixed (y_b = y_a, lam = 1). Every mixer draws every call, so what a
+    batch costs does not depend on what it drew. Returns (x, y_a, y_b, lam)."""
 
     def __init__(self, mixers, prob=1.0):
-        self.mixers, self.prob = mixers, prob
+        if not mixers:
+            raise ValueError("BatchMixer needs at least one mixer")
+        self.mixers, self.prob = list(mixers), prob
 
-    def __call__(self, x, y, generator):
-        draw = torch.rand(2, generator=generator)
-        if not self.mixers or float(draw[0]) >= self.prob:
-            return x, y, None, 1.0
-        mixer = self.mixers[min(int(float(draw[1]) * len(self.mixers)), len(self.mixers) - 1)]
-        return mixer(x, y, generator)
-
-
-# ---------------------------------------------------------------- policies by name
-
-# Each policy: (torchvision PIL transform for the DataLoader path, batched builder for the
-# device path). The batched ones live in autoaugment.py.
-POLICIES = Registry("augmentation policy")
-
-
-def _register_policies():
-    import autoaugment as aa
-
-    aa_policy = {"cifar10": T.AutoAugmentPolicy.CIFAR10, "svhn": T.AutoAugmentPolicy.SVHN,
-                 "imagenet": T.AutoAugmentPolicy.IMAGENET}
-    POLICIES.register("autoaugment", lambda args: (T.AutoAugment(aa_policy[args.aa_policy]),
-                                                   aa.BatchAutoAugment(args.aa_policy)))
-    POLICIES.register("randaugment", lambda args: (T.RandAugment(args.ra_n, args.ra_m),
-                                                   aa.BatchRandAugment(args.ra_n, args.ra_m)))
-    POLICIES.register("trivialaugment", lambda args: (T.TrivialAugmentWide(), aa.BatchTrivialAugmentWide()))
+    def __call__(self, x, y, generator=None):
+        h, w = x.shape[-2:]
+        perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+        u = torch.rand(2, device=x.device, generator=generator)
+        weight, lam = self.mixers[0].weights(self.mixers[0].draw(x, generator), h, w)
+        pick = _below(u[1], len(self.mixers))
+        for i, mixer in enumerate(self.mixers[1:], 1):
+            w_i, lam_i = mixer.weights(mixer.draw(x, generator), h, w)
+            weight, lam = torch.where(pick == i, w_i, weight), torch.where(pick == i, lam_i, lam)
+        mix = u[0] < self.prob
+        weight, lam = torch.where(mix, weight, 1.0), torch.where(mix, lam, 1.0)
+        x, y_a, y_b, lam = _blend(x, y, perm, weight, lam)
+        return x, y_a, torch.where(mix, y_b, y_a), lam
 
 
-def build_policy(args):
-    """(PIL transform, batched transform) for args.policy, or (None, None)."""
-    if args.policy == "none":
-        return None, None
-    if not len(POLICIES.names()):
-        _register_policies()
-    return POLICIES.build(args.policy, args)
+# ---------------------------------------------------------------- op-count audit
+
+# Ops that make the host wait for the device (or whose output shape depends on the data).
+_SYNC_OPS = {"_local_scalar_dense", "item", "nonzero", "masked_select", "unique",
+             "_unique", "_unique2", "unique_consecutive", "unique_dim", "is_nonzero", "equal",
+             "allclose"}
+_COPY_OPS = {"_to_copy", "copy_", "copy", "_copy_from", "_copy_from_and_resize"}
+_INDEX_OPS = {"index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_index", "_unsafe_index_put"}
 
 
-def build_extras(args):
-    """The float-stage extras selected by flags, in the order they are applied."""
+def _is_mask(t):
+    return isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)
+
+
+def count_ops(fn, batch_size, shape=(3, 32, 32), device="meta", dtype=torch.float32, with_labels=False,
+              num_classes=10):
+    """Runs fn on one (batch_size, *shape) batch on `device` and records every aten op it calls.
+
+    fn(x) (or fn(x, y) with `with_labels`, y integer labels) returns the augmented batch. Returns
+    {"ops": total ops, "syncs": ops that block the host (.item(), nonzero, ...), "blocking_copies":
+    copies from a CPU tensor to another device, "host_inputs": ops given a CPU tensor while
+    working on another device (a CPU scalar tensor, a host-made index), "by_op": {op: count}}.
+    The batch is made before recording starts, so only fn's own ops count. On `meta`, `.item()`
+    reads as 0 and `nonzero` and boolean masks as empty, so the count goes on past them.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    device = torch.device(device)
+    x = torch.zeros((batch_size, *shape), device=device, dtype=dtype)
+    y = torch.zeros(batch_size, device=device, dtype=torch.long) if with_labels else None
+    stats = {"ops": 0, "syncs": 0, "blocking_copies": 0, "host_inputs": 0}
+    by_op = collections.Counter()
+
+    def on_cpu(t):
+        return isinstance(t, torch.Tensor) and t.device.type == "cpu"
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = func.overloadpacket.__name__
+            stats["ops"] += 1
+            by_op[str(func)] += 1
+            stats["syncs"] += name in _SYNC_OPS
+            if name in _INDEX_OPS and any(_is_mask(t) for t in args[1]):
+                # Boolean-mask indexing finds the mask's nonzeros inside the kernel: a sync.
+                stats["syncs"] += 1
+                if args[0].is_meta:
+                    indices = []
+                    for t in args[1]:
+                        empty = [torch.empty(0, dtype=torch.long, device=t.device)] * t.dim() if _is_mask(t) else None
+                        indices += empty or [t]
+                    args = (args[0], indices, *args[2:])
+            if name in _COPY_OPS:
+                if name == "_to_copy":
+                    src, dst = args[0], kwargs.get("device") or args[0].device
+                elif name in ("copy_", "copy"):
+                    src, dst = args[1], args[0].device
+                else:  # _copy_from(src, dst)
+                    src, dst = args[0], args[1].device
+                stats["blocking_copies"] += on_cpu(src) and torch.device(dst).type != "cpu"
+            elif device.type != "cpu":
+                flat = list(args) + list(kwargs.values())
+                flat += [t for a in flat if isinstance(a, (list, tuple)) for t in a]
+                # A CPU tensor feeding an op that works on another device (making CPU tensors is fine).
+                on_device = any(isinstance(a, torch.Tensor) and not on_cpu(a) for a in flat)
+                stats["host_inputs"] += on_device and any(on_cpu(a) for a in flat)
+            if name in _SYNC_OPS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+                # Meta tensors hold no values; go on with a stand-in so every sync gets counted.
+                if name == "_local_scalar_dense":
+                    return False if args[0].dtype == torch.bool else 0
+                if name == "nonzero":
+                    return torch.empty((0, args[0].dim()), dtype=torch.long, device=args[0].device)
+            return func(*args, **kwargs)
+
+    with Recorder():
+        fn(x, y) if with_labels else fn(x)
+    return {**stats, "by_op": dict(by_op)}
+
+
+# ---------------------------------------------------------------- build from settings
+
+def build_extras(*, rcpaste=False, cutout=0, random_erasing=0.0):
+    """The float-stage extras that are on, in the order they are applied: RandomCropPaste,
+    Cutout(cutout) when cutout > 0, RandomErasing(p=random_erasing) when > 0."""
     extras = []
-    if args.rcpaste:
+    if rcpaste:
         extras.append(RandomCropPaste())
-    if args.cutout > 0:
-        extras.append(Cutout(args.cutout))
-    if args.random_erasing > 0:
-        extras.append(RandomErasing(args.random_erasing))
+    if cutout > 0:
+        extras.append(Cutout(cutout))
+    if random_erasing > 0:
+        extras.append(RandomErasing(random_erasing))
     return extras
 
 
-def build_mixer(args):
+MIX_CHOICES = ("original", "random")
+
+
+def build_mixer(*, mixup=False, cutmix=False, mixup_alpha=1.0, cutmix_beta=1.0, mix_prob=None, choice="original"):
+    """The batch mixer for these settings, or None when neither is on.
+
+    choice="original" (ViT-CIFAR): with both on, every batch gets CutMix and Mixup is ignored.
+    choice="random": each mixed batch picks Mixup or CutMix uniformly.
+    mix_prob, the probability a batch is mixed at all, defaults as in the original: 0.8 for
+    Mixup alone, else 1.
+    """
+    if choice not in MIX_CHOICES:
+        raise UserError(f"unknown mixing choice {choice!r}; choose from: {', '.join(MIX_CHOICES)}")
+    if not (mixup or cutmix):
+        return None
+    if mix_prob is None:
+        mix_prob = 0.8 if mixup and not cutmix else 1.0
+    if not 0 <= mix_prob <= 1:
+        raise UserError(f"the mixing probability must be in [0, 1], got {mix_prob}")
     mixers = []
-    if args.mixup:
-        mixers.append(MixUp(args.mixup_alpha))
-    if args.cutmix:
-        mixers.append(CutMix(args.cutmix_beta))
-    return BatchMixer(mixers, args.mix_prob) if mixers else None
+    if mixup and not (cutmix and choice == "original"):
+        mixers.append(MixUp(mixup_alpha))
+    if cutmix:
+        mixers.append(CutMix(cutmix_beta))
+    return BatchMixer(mixers, mix_prob)
+
+
+# Each builder: keywords -> (PIL transform for the DataLoader-workers path, batched transform for
+# the device path). autoaugment.py (and torchvision, for the PIL side) are imported on first use.
+POLICIES = Registry("augmentation policy")
+POLICY_OPS = ("original", "torchvision")
+
+
+@POLICIES.register("none")
+def _no_policy(**_):
+    return None, None
+
+
+@POLICIES.register("autoaugment")
+def _autoaugment(*, dataset_policy="cifar10", ops="original", **_):
+    import torchvision.transforms as T
+
+    import autoaugment as aa
+
+    if ops == "original":
+        pil = aa.OriginalAutoAugment(dataset_policy)
+    else:
+        pil = T.AutoAugment(T.AutoAugmentPolicy(dataset_policy))
+    return pil, aa.BatchAutoAugment(policy=dataset_policy, ops=ops)
+
+
+@POLICIES.register("randaugment")
+def _randaugment(*, ra_n=2, ra_m=9, **_):
+    import torchvision.transforms as T
+
+    import autoaugment as aa
+
+    return T.RandAugment(ra_n, ra_m), aa.BatchRandAugment(ra_n, ra_m)
+
+
+@POLICIES.register("trivialaugment")
+def _trivialaugment(**_):
+    import torchvision.transforms as T
+
+    import autoaugment as aa
+
+    return T.TrivialAugmentWide(), aa.BatchTrivialAugmentWide()
+
+
+def build_policy(name, *, dataset_policy="cifar10", ops="original", ra_n=2, ra_m=9):
+    """(PIL transform or None, batched transform or None) for the policy `name`, one of
+    POLICIES.names(). dataset_policy ("cifar10" | "svhn") and ops ("original": the original's
+    AutoAugment; "torchvision": torchvision's) apply to autoaugment; ra_n / ra_m to randaugment."""
+    if ops not in POLICY_OPS:
+        raise UserError(f"unknown policy ops {ops!r}; choose from: {', '.join(POLICY_OPS)}")
+    return POLICIES.build(name, dataset_policy=dataset_policy, ops=ops, ra_n=ra_n, ra_m=ra_m)

@@ -112,9 +112,11 @@ def time_training(net, loader, run, criterion, device, args, batch_size):
     if len(loader) < steps:
         raise UserError(f"the synthetic training set holds {len(loader)} batches; --warmup-steps + --steps needs "
                         f"{steps} (raise --train-images)")
+    called = time.perf_counter()
     train_one_epoch(net, clock, criterion, run.optimizer, run.scheduler, device, 0, amp_dtype=run.amp_dtype,
                     scaler=run.scaler, mixer=run.mixer, max_steps=steps, progress=False, log_interval=10**9)
     _sync(device)
+    time_training.warmup_seconds = clock.start - called  # compilation shows up here
     return args.steps * batch_size / (time.perf_counter() - clock.start)
 
 
@@ -236,6 +238,7 @@ def bench(args):
     saved_mixer, run.mixer = run.mixer, None
     results["train_images_per_second"] = time_training(
         net, FixedBatches(fixed_x, fixed_y, steps), run, criterion, device, args, args.batch_size)
+    results["train_warmup_seconds"] = time_training.warmup_seconds
     run.mixer = saved_mixer
     # 2. The device input path, same model and compiled graphs.
     results["pipeline_images_per_second"] = time_training(
@@ -257,6 +260,11 @@ def bench(args):
     results["pipeline_tflops"] = results["pipeline_images_per_second"] * train_flops / 1e12
     results["share_of_peak"] = results["tflops"] / peak
     results["peak_memory_gb"] = peak_memory_gb(device)
+    try:  # how many graphs torch.compile built (more than one per module means recompiles)
+        from torch._dynamo.utils import counters
+        results["compiled_graphs"] = int(counters["stats"]["unique_graphs"])
+    except Exception:
+        pass
     results["pipeline_vs_step"] = results["pipeline_images_per_second"] / results["train_images_per_second"]
     if "dataloader_images_per_second" in results:
         results["pipeline_vs_dataloader"] = results["pipeline_images_per_second"] / results["dataloader_images_per_second"]

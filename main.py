@@ -10,6 +10,7 @@ after every epoch. See README for every flag.
 """
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import sys
@@ -40,7 +41,7 @@ CHECKPOINT = "checkpoint.pt"
 # Flags that may change between a run and its --resume without changing what it computes.
 RESUMABLE_CHANGES = {"resume", "device", "workers", "api_key", "comet_offline", "progress", "log_interval", "save_every",
                      "eval_batch_size", "output_dir", "output_dir_given", "compile", "project_name", "data_dir",
-                     "off_benchmark", "input_size", "tta"}
+                     "off_benchmark", "input_size", "tta", "run_classes"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,9 +49,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where the help does not already say it, and never for switches
+    (`--no-progress (default: True)` read as "bars off")."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default in (None, False, True) or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def get_args_parser():
     p = _Parser(description="Train ViT-CIFAR and friends from scratch.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=_HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="c10", help="c10, c100, svhn, or folder (an ImageFolder tree in --data-dir)")
     g.add_argument("--data-dir", default="./data", help="where datasets are found or downloaded")
@@ -154,7 +165,9 @@ def get_args_parser():
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, else MPS, else CPU")
     g.add_argument("--precision", default="16", choices=["16", "32", "bf16", "fp16"],
                    help="16: bf16 autocast on CUDA where supported, else fp16 with a scaler; fp32 on the CPU")
-    g.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile (auto: on CUDA)")
+    g.add_argument("--compile", default="auto", choices=["auto", "on", "off", "reduce-overhead", "max-autotune"],
+                   help="torch.compile of the model with static shapes (auto: on CUDA); reduce-overhead also "
+                        "captures it in CUDA graphs")
     g.add_argument("--off-benchmark", action="store_true", help="cudnn.benchmark off")
     g.add_argument("--output-dir", default=None, help="everything the run writes (default: runs/<experiment name>)")
     g.add_argument("--experiment-name", default=None, help="default: as the original, e.g. vit_c10_aa_ls")
@@ -200,6 +213,10 @@ def resolve_args(args):
                         ("weight-decay", args.weight_decay), ("workers", args.workers), ("train-subset", args.train_subset),
                         ("grad-clip", args.grad_clip), ("cutout", args.cutout), ("crop-padding", args.crop_padding)]:
         _check(value >= 0, f"--{name} must not be negative, got {value}")
+    for name in ("lr", "min_lr", "weight_decay", "momentum", "beta1", "beta2", "grad_clip", "smoothing", "dropout",
+                 "drop_path", "sam_rho", "gamma", "mixup_alpha", "cutmix_beta", "random_erasing", "ema_decay"):
+        _check(math.isfinite(getattr(args, name)), f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
+    _check(0 <= args.seed < 2**63, f"--seed must be in [0, 2**63), got {args.seed}")
     _check(args.lr > 0, "--lr must be positive")
     _check(args.min_lr <= args.lr, f"--min-lr {args.min_lr} is above --lr {args.lr}")
     if args.warmup_epoch >= args.max_epochs and not args.lr_per_step:
@@ -237,6 +254,12 @@ def resolve_args(args):
     _check(args.val_split >= 0 and args.folds >= 0, "--val-split and --folds must not be negative")
     _check(args.folds != 1, "--folds needs at least 2 folds")
     _check(not (args.val_split and args.folds), "choose --val-split or --folds, not both")
+    _check(not (args.folds and args.seeds), "choose --folds or --seeds, not both (each starts its own set of runs)")
+    _check(args.save_every >= 0, f"--save-every must not be negative, got {args.save_every}")
+    _check(args.experiment_name is None or (args.experiment_name not in ("", ".", "..") and "/" not in args.experiment_name
+                                            and os.sep not in args.experiment_name),
+           f"--experiment-name {args.experiment_name!r} must be a plain folder name (no '/' or '..'); "
+           f"use --output-dir to write elsewhere")
     if args.seeds is not None:
         try:
             args.seeds = [int(s) for s in str(args.seeds).split(",")] if not isinstance(args.seeds, list) else args.seeds
@@ -358,14 +381,64 @@ def _class_names(args, data):
     return data.classes + [f"unused_{i}" for i in range(len(data.classes), args.num_classes)]
 
 
+# What a run's config.json decides for --eval-only of its weights: the network and how its
+# inputs were made, so no size flag has to be repeated and TTA follows the run's flips.
+RUN_DEFINES = ("model_name", "patch", "patch_size", "head", "num_layers", "hidden", "mlp_hidden", "off_cls_token",
+               "vit_maths", "image_size", "num_classes", "hflip", "dropout", "drop_path", "shakedrop",
+               "zero_init_residual", "se", "dataset")
+
+
+def adopt_run_config(args):
+    """For --eval-only of weights inside a run folder: take the model flags from that run's
+    config.json (a flag the user set to something else is an error, not silently replaced)."""
+    folders = {os.path.dirname(os.path.abspath(w)) for w in args.weights}
+    configs = [os.path.join(f, "config.json") for f in folders if os.path.isfile(os.path.join(f, "config.json"))]
+    if not configs:
+        return
+    import json
+    parser = get_args_parser()
+    for path in sorted(configs):
+        with open(path) as f:
+            config = json.load(f)
+        for key in RUN_DEFINES:
+            if key not in config:
+                continue
+            mine, default = getattr(args, key), parser.get_default(key)
+            if mine != default and mine != config[key] and getattr(args, "_adopted_" + key, None) is None:
+                raise UserError(f"--eval-only: --{key.replace('_', '-')} {mine} differs from the run's "
+                                f"{config[key]} ({path})")
+            setattr(args, key, config[key])
+            setattr(args, "_adopted_" + key, path)
+        args.run_classes = config.get("classes")
+        if args.output_dir_given and os.path.abspath(args.output_dir) == os.path.dirname(path):
+            raise UserError(f"--eval-only would overwrite the training run's files in {args.output_dir}; "
+                            f"choose another --output-dir")
+    for key in RUN_DEFINES:
+        if hasattr(args, "_adopted_" + key):
+            delattr(args, "_adopted_" + key)
+
+
+def _tta(args):
+    """Flip TTA only for runs that trained with flips (digits, --no-hflip: flipping hurts)."""
+    if args.tta and not args.hflip:
+        print("note: --tta skipped: this run trained without horizontal flips", file=sys.stderr)
+    return args.tta and bool(args.hflip)
+
+
 def run_eval_only(args, model, data, device, criterion):
     """Test-set report of one set of weights, or of the ensemble of several."""
     amp_dtype, _ = amp_setup(args, device)
+    run_classes = getattr(args, "run_classes", None)
+    if run_classes is not None and run_classes != data.classes:
+        raise UserError(f"--eval-only: the weights were trained on classes {', '.join(run_classes[:5])}"
+                        f"{'...' if len(run_classes) > 5 else ''}; --data-dir has {', '.join(data.classes[:5])}"
+                        f"{'...' if len(data.classes) > 5 else ''}")
+    tta = _tta(args)
     probs = []
     for path in args.weights:
         load_weights(model, path)
         logits = predict_logits(model.to(device), data.test_x, data.mean, data.std, args.input_size, device,
-                                args.eval_batch_size, tta=args.tta, amp_dtype=amp_dtype)
+                                args.eval_batch_size, tta=tta, amp_dtype=amp_dtype)
         probs.append(logits.softmax(-1))
     probs = ensemble(probs)
     report = classification_report(probs, data.test_y, _class_names(args, data))
@@ -385,7 +458,7 @@ def run_eval_only(args, model, data, device, criterion):
 def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, comet):
     """The test set, once, with the final weights: report.json, confusion.png, curves.png."""
     logits = predict_logits(model, data.test_x, data.mean, data.std, args.input_size, device,
-                            args.eval_batch_size, tta=args.tta, amp_dtype=amp_dtype)
+                            args.eval_batch_size, tta=_tta(args), amp_dtype=amp_dtype)
     report = classification_report(logits, data.test_y, _class_names(args, data))
     report["test_loss"] = criterion(logits, data.test_y).item()
     write_json(report, os.path.join(out_dir, "report.json"))
@@ -457,7 +530,10 @@ def wrap_model(model, args, device, world_size=1):
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules, keeps the parameters
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile == "on" or (args.compile == "auto" and device.type == "cuda"):
-        net = torch.compile(net)
+        # Static shapes: the device path drops the last partial batch and pads evaluation's.
+        net = torch.compile(net, dynamic=False)
+    elif args.compile in ("reduce-overhead", "max-autotune"):
+        net = torch.compile(net, dynamic=False, mode=args.compile)
     return net
 
 
@@ -492,6 +568,8 @@ def main(args, epoch_callbacks=()):
     """Train (or evaluate) as the flags say. `epoch_callbacks`: fn(epoch, row) after each epoch
     (sweep.py reports to Optuna through one)."""
     args.output_dir_given = args.output_dir is not None
+    if args.eval_only and args.weights:
+        adopt_run_config(args)
     resolve_args(args)
     if args.folds or args.seeds:
         return protocol.run(args, main)
@@ -524,12 +602,63 @@ def main(args, epoch_callbacks=()):
         _check(os.path.isfile(resume_path), f"--resume: no checkpoint at {resume_path}")
     elif is_main and not args.dry_run and os.path.exists(ckpt_path):
         raise UserError(f"{out_dir} already holds a run; add --resume to continue it, or choose another --output-dir")
-    os.makedirs(out_dir, exist_ok=True)
-    if is_main:  # half-written files of a run killed mid-write
-        for name in os.listdir(out_dir):
-            if name.startswith(TEMP_PREFIX):
-                os.unlink(os.path.join(out_dir, name))
+    with claim_output_dir(out_dir, enabled=is_main and not args.dry_run):
+        return _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path, rank, world_size,
+                      epoch_callbacks)
 
+
+@contextlib.contextmanager
+def claim_output_dir(out_dir, enabled=True):
+    """The run's folder, locked against a second run, and left as it was found if the run fails
+    before its first checkpoint (no stray config.json or augmented.png from a failed start).
+
+    The lock is a file holding the owner's pid; a lock whose process is gone is taken over.
+    """
+    existed = os.path.isdir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    if not enabled:
+        yield
+        return
+    before = set(os.listdir(out_dir))
+    for name in before:  # half-written files of a run killed mid-write
+        if name.startswith(TEMP_PREFIX):
+            os.unlink(os.path.join(out_dir, name))
+    lock = os.path.join(out_dir, ".lock")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(open(lock).read().strip() or 0)
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except (ValueError, ProcessLookupError):
+            alive = False
+        except PermissionError:
+            alive = True
+        if alive:
+            raise UserError(f"{out_dir} is in use by another run (pid {pid}); wait for it or choose another --output-dir")
+        os.unlink(lock)  # a stale lock of a process that died
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    except BaseException:
+        if not os.path.exists(os.path.join(out_dir, CHECKPOINT)):
+            for name in set(os.listdir(out_dir)) - before - {".lock"}:
+                path = os.path.join(out_dir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+        raise
+    finally:
+        if os.path.exists(lock):
+            os.unlink(lock)
+        if not existed and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+
+
+def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path, rank, world_size, epoch_callbacks):
+    """The training loop of main(), in a claimed output folder."""
+    is_main = rank == 0
     run = build_training(args, data, model, device, rank, world_size)
     model, optimizer, scheduler, scaler, ema = run.model, run.optimizer, run.scheduler, run.scaler, run.ema
 
@@ -567,6 +696,9 @@ def main(args, epoch_callbacks=()):
               f"{args.input_path} input path, writing to {out_dir}", flush=True)
 
     max_steps = 2 if args.dry_run else None
+    # Bars only on a terminal: redirected to a file they would fill it with carriage returns,
+    # and the one summary line per epoch says it all there.
+    bars = args.progress and is_main and sys.stderr.isatty()
     epochs = range(start_epoch, 1 if args.dry_run else args.max_epochs)
     saver = CheckpointPolicy(args.save_every)
     checkpointed = start_epoch  # epochs done in the checkpoint on disk
@@ -578,11 +710,11 @@ def main(args, epoch_callbacks=()):
                 train = train_one_epoch(net, run.train_loader, criterion, optimizer, scheduler, device, epoch,
                                         amp_dtype=run.amp_dtype, scaler=scaler, mixer=run.mixer, grad_clip=args.grad_clip,
                                         ema=ema, skip_nonfinite=args.skip_nonfinite, max_steps=max_steps,
-                                        log_interval=args.log_interval, progress=args.progress and is_main)
+                                        log_interval=args.log_interval, progress=bars)
             except NonFiniteLoss as e:
                 raise UserError(str(e))
             test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype,
-                            max_steps=max_steps, progress=args.progress and is_main)
+                            max_steps=max_steps, progress=bars)
             if hasattr(scheduler, "epoch_end"):
                 scheduler.epoch_end(test)
             if data.val_y is not None:  # per-epoch numbers come from the held-out part of the training split

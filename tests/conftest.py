@@ -58,4 +58,4 @@ def run_cli(*argv, timeout=300):
 
 # Flags that make a run small enough for the CPU test budget.
 TINY = ["--num-layers", "2", "--hidden", "64", "--mlp-hidden", "128", "--head", "4", "--batch-size", "16",
-        "--workers", "0", "--no-progress", "--warmup-epoch", "1"]
+        "--workers", "0", "--no-progress", "--warmup-epoch", "0", "--save-every", "1"]

@@ -1,0 +1,80 @@
+"""The device path never makes the host wait: counted on the meta device (sync_audit.py), and
+the one-command GPU check runs end to end on the CPU with tiny sizes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import bench
+import sync_audit
+from conftest import ROOT, make_image_folder
+
+SMALL = ["--num-layers", "1", "--hidden", "32", "--mlp-hidden", "32", "--head", "2"]
+
+
+def audit(*flags):
+    return bench.audit_device_path(bench.get_args_parser().parse_args([*SMALL, *flags]))
+
+
+def test_the_counter_sees_what_makes_a_host_wait():
+    def waits():
+        t = torch.zeros(4, device="meta")
+        int(t[0]), t.tolist()
+        torch.arange(3).to("meta")
+        torch.tensor([1.0, 2.0], device="meta")
+        return t + 1
+
+    _, c = sync_audit.count(waits)
+    assert c == {"ops": 4, "syncs": 2, "blocking_copies": 2}
+
+
+@pytest.mark.parametrize("flags", [[], ["--autoaugment"], ["--autoaugment", "--aa-ops", "torchvision"],
+                                   ["--randaugment"], ["--trivialaugment"],
+                                   ["--autoaugment", "--mixup", "--cutmix", "--rcpaste", "--cutout", "8",
+                                    "--random-erasing", "0.25", "--ema-decay", "0.99", "--grad-clip", "1"],
+                                   ["--mixup", "--cutmix", "--mix-choice", "random"]],
+                         ids=lambda f: "-".join(a.strip("-") for a in f) or "none")
+def test_no_syncs_and_no_blocking_copies_per_step(flags):
+    r = audit("--batch-size", "8", *flags)
+    assert r["syncs_per_step"] == 0 and r["blocking_copies_per_step"] == 0, r
+    assert r["aug_syncs_per_batch"] == 0 and r["aug_blocking_copies_per_batch"] == 0, r
+    assert r["step_syncs"] == 0 and r["step_blocking_copies"] == 0, r
+
+
+@pytest.mark.parametrize("policy", ["--autoaugment", "--randaugment", "--trivialaugment"])
+def test_augmentation_op_count_does_not_grow_with_the_batch(policy):
+    small, large = audit("--batch-size", "8", policy), audit("--batch-size", "256", policy)
+    assert small["aug_ops_per_batch"] == large["aug_ops_per_batch"]
+    assert small["ops_per_step"] == large["ops_per_step"]
+
+
+def test_audit_cli_writes_json(tmp_path):
+    out = tmp_path / "audit.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "--audit", *SMALL, "--batch-size", "8",
+                           "--autoaugment", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert {"syncs_per_step", "blocking_copies_per_step", "aug_ops_per_batch", "step_ops"} <= r.keys()
+    assert "syncs_per_step" in proc.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_the_cpu(tmp_path):
+    data = make_image_folder(str(tmp_path / "data"), n_train=16, n_test=4)
+    out = tmp_path / "check"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_check.py"), "--tiny", "--device", "cpu",
+                           "--out", str(out), "--batches", "8,16", "--compile-modes", "", "--workers", "0",
+                           "--steps", "2", "--data-dir", data, "--epochs", "2"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((out / "gpu_check.json").read_text())
+    for key in ("step_b8_compile_off", "step_b16_compile_off", "augmentation_alone_b16", "pipeline_none",
+                "pipeline_autoaugment", "workers_0", "run_epochs"):
+        assert key in r and "error" not in r[key], (key, r.get(key))
+    assert r["step_b8_compile_off"]["train_images_per_second"] > 0
+    assert set(r["augmentation_alone_b16"]) == {"autoaugment", "randaugment", "trivialaugment"}
+    assert r["run_epochs"]["exit_code"] == 0 and len(r["run_epochs"]["epoch_seconds"]) == 2
+    assert "finished" in r
