@@ -5,9 +5,10 @@ These are the baselines the other models in this package are compared with.
 All hand-written networks use the CIFAR conventions of kuangliu/pytorch-cifar
 and the original papers: a 3x3 stride-1 stem and no max-pool, so a 32x32 input
 keeps its resolution into the first stage. Every network ends with adaptive
-average pooling, so any image_size >= 32 works without changing the model.
+average pooling, so any image_size from the model's minimum up (below) works
+without changing the model.
 
-Models (all built through the MODELS table at the bottom of the file):
+Models (each registered with models.register_model next to its builder):
 - cnn: a small 3-layer conv-bn-relu-pool baseline.
 - ResNet-18/34/50/101/152 (He et al. 2015), post-activation, optional
   squeeze-and-excitation, zero-init of the last BN, stochastic depth.
@@ -22,21 +23,30 @@ Models (all built through the MODELS table at the bottom of the file):
 
 Every builder has the same signature,
 
-    build(num_classes, image_size=32, in_chans=3, *, dropout=0.0, drop_path=0.0, **kwargs)
+    build(<architecture>, /, num_classes, image_size=32, in_chans=3, *, dropout=0.0, <options>)
 
-where `dropout` is applied right before the final linear layer and `drop_path`
-is the stochastic-depth rate of the last residual block (rates grow linearly
-from 0 at the first block). Options a model does not understand are ignored,
-so a generic caller can pass the same keyword arguments to every model.
+where the positional-only architecture arguments (depth, variant, ...) are bound
+by the registration, `dropout` is applied right before the final linear layer
+and `drop_path`, for the models with residual branches, is the stochastic-depth
+rate of the last residual block (rates grow linearly from 0 at the first block).
+The keyword-only parameters are exactly the options a model takes: there is no
+**kwargs, so an option a model does not have (drop_path for VGG, se for a
+ConvNeXt) is refused by models.build_model instead of being silently ignored.
+
+Image sizes (declared with each registration, found by trying sizes): the
+adaptive pooling takes any side from a minimum up: 8 for the 3-pool cnn,
+32 for VGG (five 2x2 max-pools), 16 for ConvNeXt (four 2x2 stride-2 patch
+convolutions), 1 for the others (their strided convolutions are padded).
 """
 
-from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision import models as tv_models
 from torchvision.ops import SqueezeExcitation, StochasticDepth
+
+from models import register_model
 
 # -----------------------------------------------------------------------------
 # shared pieces
@@ -499,14 +509,13 @@ class VGG(nn.Module):
 # builders: the one signature every caller uses
 #
 # The argument that picks the architecture (depth, variant, ...) comes first and is
-# positional-only: MODELS fixes it with functools.partial, and a caller's keyword of
-# the same name (a ViT "depth", a mixup "alpha") lands in **kwargs and is ignored
-# instead of silently changing the network.
+# positional-only: the registration binds it, and a caller's keyword of the same name
+# (a ViT "depth") is refused as an option instead of silently changing the network.
 
 
-def build_cnn(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-              drop_path: float = 0.0, **kwargs) -> nn.Module:
-    """Small 3-conv baseline. drop_path is ignored (no residual branches)."""
+@register_model("cnn", about="small baseline: 3 x (conv-BN-ReLU-maxpool), 32/64/128 channels", sizes=dict(minimum=8))
+def build_cnn(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0) -> nn.Module:
+    """Small 3-conv baseline (no residual branches, so no drop_path)."""
     return SimpleCNN(num_classes, in_chans, dropout=dropout)
 
 
@@ -516,9 +525,17 @@ def _resnet_block(depth, bottleneck, basic_block, bottleneck_block):
     return (bottleneck_block if use_bottleneck else basic_block), num_blocks
 
 
+_ANY = dict(minimum=1)  # padded strided convs and adaptive pooling: any side works
+
+
+@register_model("resnet18", 18, about="ResNet-18 (He et al. 2015), CIFAR stem", sizes=_ANY)
+@register_model("resnet34", 34, about="ResNet-34 (He et al. 2015), CIFAR stem", sizes=_ANY)
+@register_model("resnet50", 50, about="ResNet-50 (He et al. 2015), CIFAR stem", sizes=_ANY)
+@register_model("resnet101", 101, about="ResNet-101 (He et al. 2015), CIFAR stem", sizes=_ANY)
+@register_model("resnet152", 152, about="ResNet-152 (He et al. 2015), CIFAR stem", sizes=_ANY)
 def build_resnet(depth: int, /, num_classes: int, image_size: int = 32, in_chans: int = 3, *,
                  dropout: float = 0.0, drop_path: float = 0.0, bottleneck: bool | None = None,
-                 zero_init_residual: bool = False, se: bool = False, **kwargs) -> nn.Module:
+                 zero_init_residual: bool = False, se: bool = False) -> nn.Module:
     """
     ResNet-{18,34,50,101,152} with the CIFAR stem.
 
@@ -532,9 +549,14 @@ def build_resnet(depth: int, /, num_classes: int, image_size: int = 32, in_chans
                   drop_path=drop_path, zero_init_residual=zero_init_residual, se=se)
 
 
+@register_model("preact_resnet18", 18, about="PreActResNet-18 (He et al. 2016), CIFAR stem", sizes=_ANY)
+@register_model("preact_resnet34", 34, about="PreActResNet-34 (He et al. 2016), CIFAR stem", sizes=_ANY)
+@register_model("preact_resnet50", 50, about="PreActResNet-50 (He et al. 2016), CIFAR stem", sizes=_ANY)
+@register_model("preact_resnet101", 101, about="PreActResNet-101 (He et al. 2016), CIFAR stem", sizes=_ANY)
+@register_model("preact_resnet152", 152, about="PreActResNet-152 (He et al. 2016), CIFAR stem", sizes=_ANY)
 def build_preact_resnet(depth: int, /, num_classes: int, image_size: int = 32, in_chans: int = 3, *,
                         dropout: float = 0.0, drop_path: float = 0.0, bottleneck: bool | None = None,
-                        zero_init_residual: bool = False, se: bool = False, **kwargs) -> nn.Module:
+                        zero_init_residual: bool = False, se: bool = False) -> nn.Module:
     """
     PreActResNet-{18,34,50,101,152} with the CIFAR stem; options as build_resnet, except
     that zero_init_residual zeroes the last conv of each branch (the branch ends in a
@@ -545,9 +567,9 @@ def build_preact_resnet(depth: int, /, num_classes: int, image_size: int = 32, i
                   drop_path=drop_path, zero_init_residual=zero_init_residual, se=se)
 
 
+@register_model("wrn28_10", 28, 10, about="WideResNet-28-10 (Zagoruyko & Komodakis 2016)", sizes=_ANY)
 def build_wide_resnet(depth: int, widen: int, /, num_classes: int, image_size: int = 32, in_chans: int = 3, *,
-                      dropout: float = 0.0, drop_path: float = 0.0, block_dropout: float = 0.0,
-                      **kwargs) -> nn.Module:
+                      dropout: float = 0.0, drop_path: float = 0.0, block_dropout: float = 0.0) -> nn.Module:
     """
     WideResNet-depth-widen: pre-activation basic blocks, 3 stages of (depth - 4) / 6
     blocks at widths 16k/32k/64k. block_dropout is the dropout between the two convs
@@ -559,27 +581,35 @@ def build_wide_resnet(depth: int, widen: int, /, num_classes: int, image_size: i
                   in_chans=in_chans, dropout=dropout, drop_path=drop_path, block_dropout=block_dropout)
 
 
+@register_model("pyramidnet110", 110, 270, False, about="PyramidNet-110, alpha 270, basic blocks, ShakeDrop "
+                                                         "(Han et al. 2017; Yamada et al. 2018)", sizes=_ANY)
+@register_model("pyramidnet272", 272, 200, True, about="PyramidNet-272, alpha 200, bottleneck blocks, ShakeDrop",
+                sizes=_ANY)
 def build_pyramidnet(depth: int, alpha: int, bottleneck: bool, /, num_classes: int, image_size: int = 32,
-                     in_chans: int = 3, *, dropout: float = 0.0, drop_path: float = 0.0, shakedrop: float = 0.5,
-                     **kwargs) -> nn.Module:
+                     in_chans: int = 3, *, dropout: float = 0.0, shakedrop: float = 0.5) -> nn.Module:
     """
     PyramidNet with ShakeDrop; `shakedrop` is the drop probability of the last block
-    (0 turns ShakeDrop off). drop_path is ignored: ShakeDrop already regularises the
-    branches. The block type is part of the architecture here (110: basic, 272:
-    bottleneck), so ResNet's `bottleneck` option does not apply.
+    (0 turns ShakeDrop off). No drop_path: ShakeDrop already regularises the branches.
+    The block type is part of the architecture here (110: basic, 272: bottleneck), so
+    ResNet's `bottleneck` option does not apply.
     """
     return PyramidNet(depth, alpha, bottleneck, num_classes=num_classes, in_chans=in_chans, dropout=dropout,
                       shakedrop=shakedrop)
 
 
-def build_vgg(depth: int, /, num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-              drop_path: float = 0.0, **kwargs) -> nn.Module:
-    """VGG-16/19 with batch norm, CIFAR variant. drop_path is ignored."""
+@register_model("vgg16", 16, about="VGG-16 with batch norm, CIFAR variant (one linear layer)", sizes=dict(minimum=32))
+@register_model("vgg19", 19, about="VGG-19 with batch norm, CIFAR variant (one linear layer)", sizes=dict(minimum=32))
+def build_vgg(depth: int, /, num_classes: int, image_size: int = 32, in_chans: int = 3, *,
+              dropout: float = 0.0) -> nn.Module:
+    """VGG-16/19 with batch norm, CIFAR variant (no residual branches, so no drop_path)."""
     return VGG(depth, num_classes, in_chans, dropout=dropout)
 
 
+@register_model("efficientnetv2_s", "s", about="torchvision EfficientNetV2-S, stride-1 stem", sizes=_ANY)
+@register_model("efficientnetv2_m", "m", about="torchvision EfficientNetV2-M, stride-1 stem", sizes=_ANY)
+@register_model("efficientnetv2_l", "l", about="torchvision EfficientNetV2-L, stride-1 stem", sizes=_ANY)
 def build_efficientnetv2(variant: str, /, num_classes: int, image_size: int = 32, in_chans: int = 3, *,
-                         dropout: float = 0.0, drop_path: float = 0.0, **kwargs) -> nn.Module:
+                         dropout: float = 0.0, drop_path: float = 0.0) -> nn.Module:
     """
     torchvision's EfficientNetV2-{s,m,l}, randomly initialised, adapted to small images.
 
@@ -599,8 +629,12 @@ def build_efficientnetv2(variant: str, /, num_classes: int, image_size: int = 32
     return model
 
 
+@register_model("convnext_tiny", "tiny", about="torchvision ConvNeXt-T, 2x2 patchify stem", sizes=dict(minimum=16))
+@register_model("convnext_small", "small", about="torchvision ConvNeXt-S, 2x2 patchify stem", sizes=dict(minimum=16))
+@register_model("convnext_base", "base", about="torchvision ConvNeXt-B, 2x2 patchify stem", sizes=dict(minimum=16))
+@register_model("convnext_large", "large", about="torchvision ConvNeXt-L, 2x2 patchify stem", sizes=dict(minimum=16))
 def build_convnext(variant: str, /, num_classes: int, image_size: int = 32, in_chans: int = 3, *,
-                   dropout: float = 0.0, drop_path: float = 0.0, **kwargs) -> nn.Module:
+                   dropout: float = 0.0, drop_path: float = 0.0) -> nn.Module:
     """
     torchvision's ConvNeXt-{tiny,small,base,large}, randomly initialised, adapted to small images.
 
@@ -621,33 +655,3 @@ def build_convnext(variant: str, /, num_classes: int, image_size: int = 32, in_c
     norm, flatten, linear = model.classifier
     model.classifier = nn.Sequential(norm, flatten, nn.Dropout(dropout), linear)
     return model
-
-
-# -----------------------------------------------------------------------------
-# the registry: the only place model names map to builders
-
-MODELS = {
-    "cnn": build_cnn,
-    "resnet18": partial(build_resnet, 18),
-    "resnet34": partial(build_resnet, 34),
-    "resnet50": partial(build_resnet, 50),
-    "resnet101": partial(build_resnet, 101),
-    "resnet152": partial(build_resnet, 152),
-    "preact_resnet18": partial(build_preact_resnet, 18),
-    "preact_resnet34": partial(build_preact_resnet, 34),
-    "preact_resnet50": partial(build_preact_resnet, 50),
-    "preact_resnet101": partial(build_preact_resnet, 101),
-    "preact_resnet152": partial(build_preact_resnet, 152),
-    "wrn28_10": partial(build_wide_resnet, 28, 10),
-    "pyramidnet110": partial(build_pyramidnet, 110, 270, False),
-    "pyramidnet272": partial(build_pyramidnet, 272, 200, True),
-    "vgg16": partial(build_vgg, 16),
-    "vgg19": partial(build_vgg, 19),
-    "efficientnetv2_s": partial(build_efficientnetv2, "s"),
-    "efficientnetv2_m": partial(build_efficientnetv2, "m"),
-    "efficientnetv2_l": partial(build_efficientnetv2, "l"),
-    "convnext_tiny": partial(build_convnext, "tiny"),
-    "convnext_small": partial(build_convnext, "small"),
-    "convnext_base": partial(build_convnext, "base"),
-    "convnext_large": partial(build_convnext, "large"),
-}

@@ -4,8 +4,17 @@ Every dataset is loaded once into memory as uint8 tensors (N, C, H, W) plus int6
 CIFAR-10/100 and SVHN through torchvision (downloaded into --data-dir), or any ImageFolder
 tree with --dataset folder. That is small for this job (all of CIFAR-10 is 180 MB) and lets
 both input paths of loaders.py share everything after the first augmentation stage.
+
+    data = load_dataset("folder", "my_data", image_size=32, train_subset=5000, seed=42)
+    saved = fingerprint(data, "my_data", "folder")     # stored with a run, compared on --resume
+    check_fingerprint(saved, fingerprint(...))         # one-line UserError if the data changed
+
+`read_image` is the one image reader: training (load_folder) and predict.py both use it, so
+the two cannot drift apart.
 """
+import hashlib
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -38,6 +47,10 @@ class Data:
     std: list
     val_x: torch.Tensor = None  # held out of the training split by --val-split or --folds
     val_y: torch.Tensor = None
+    test_split: str = "test"  # where the test images came from: "test", or "val" for a folder tree with val/ only
+    # What fingerprint() reports of the whole training split, taken before --train-subset draws
+    # from it (a subset's images alone cannot tell whether the set they were drawn from changed).
+    source: dict = None
 
     @property
     def in_chans(self):
@@ -53,7 +66,17 @@ def epoch_seed(seed, epoch, stream=0):
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
-# ---------------------------------------------------------------- loading
+def subset_indices(n, subset, seed):
+    """The sorted indices of --train-subset's draw from n training images (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:subset].sort().values
+
+
+def warn(message):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- torchvision datasets
 
 def _torchvision_dataset(cls, root, name, layout, **kw):
     """Use the copy in root if it is there, download it otherwise, one clear error if neither."""
@@ -68,28 +91,49 @@ def _torchvision_dataset(cls, root, name, layout, **kw):
                         f"({type(e).__name__}); put it there as {layout}")
 
 
+def _tensor_source(train_x, train_y, test_x, test_y, samples=256):
+    """Fingerprint source of an in-memory set: every label and a cheap, fixed sample of images."""
+    h = hashlib.sha256()
+    for x, y in ((train_x, train_y), (test_x, test_y)):
+        h.update(y.numpy().astype("<i8").tobytes())
+        if len(x):
+            picks = torch.linspace(0, len(x) - 1, min(samples, len(x))).round().long().unique()
+            h.update(x[picks].contiguous().numpy().tobytes())
+    return {"train_images": len(train_y), "content_sha256": h.hexdigest()}
+
+
+def _in_memory(key, train, test, classes, select):
+    """Data from (x, y) pairs, with --train-subset applied after the fingerprint source is taken."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    source = _tensor_source(train_x, train_y, test_x, test_y)
+    keep = select(len(train_y)) if select is not None else None
+    if keep is not None:
+        train_x, train_y = train_x[keep], train_y[keep]
+    return Data(key, train_x, train_y, test_x, test_y, classes, *STATS[key], source=source)
+
+
 @DATASETS.register("c10")
-def load_cifar10(root, image_size=None):
-    return _load_cifar(torchvision.datasets.CIFAR10, "c10", "CIFAR-10", root, "cifar-10-batches-py/")
+def load_cifar10(root, image_size=None, select=None):
+    return _load_cifar(torchvision.datasets.CIFAR10, "c10", "CIFAR-10", root, "cifar-10-batches-py/", select)
 
 
 @DATASETS.register("c100")
-def load_cifar100(root, image_size=None):
-    return _load_cifar(torchvision.datasets.CIFAR100, "c100", "CIFAR-100", root, "cifar-100-python/")
+def load_cifar100(root, image_size=None, select=None):
+    return _load_cifar(torchvision.datasets.CIFAR100, "c100", "CIFAR-100", root, "cifar-100-python/", select)
 
 
-def _load_cifar(cls, key, name, root, layout):
+def _load_cifar(cls, key, name, root, layout, select=None):
     train = _torchvision_dataset(cls, root, name, layout + " (the python version)", train=True)
     test = _torchvision_dataset(cls, root, name, layout + " (the python version)", train=False)
 
     def arrays(ds):
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
 
-    return Data(key, *arrays(train), *arrays(test), list(train.classes), *STATS[key])
+    return _in_memory(key, arrays(train), arrays(test), list(train.classes), select)
 
 
 @DATASETS.register("svhn")
-def load_svhn(root, image_size=None):
+def load_svhn(root, image_size=None, select=None):
     layout = "train_32x32.mat and test_32x32.mat"
     train = _torchvision_dataset(torchvision.datasets.SVHN, root, "SVHN", layout, split="train")
     test = _torchvision_dataset(torchvision.datasets.SVHN, root, "SVHN", layout, split="test")
@@ -97,70 +141,209 @@ def load_svhn(root, image_size=None):
     def arrays(ds):
         return torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long()
 
-    return Data("svhn", *arrays(train), *arrays(test), [str(i) for i in range(10)], *STATS["svhn"])
+    return _in_memory("svhn", arrays(train), arrays(test), [str(i) for i in range(10)], select)
 
 
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+# ---------------------------------------------------------------- reading image files
+
+# Pillow modes of one channel. "I" and "I;16*" are 16-bit grey (PNG, TIFF, PGM with maxval > 255).
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _to_8_bits(img):
+    """16-bit grey as 8 bits by its high byte (value >> 8).
+
+    Pillow's own convert("L") clips 16-bit values at 255, which turns almost every pixel of a
+    16-bit PNG white. Keeping the high byte is also what Pillow does itself when it opens a
+    16-bit-per-channel (48-bit) RGB or RGBA PNG, so every 16-bit file maps to 8 bits the same
+    way: 0 -> 0, 65535 -> 255, 256*k .. 256*k+255 -> k. Mode "I" (32-bit int, which Pillow
+    uses for 16-bit PGM) is clipped to 0..65535 first. 8-bit modes are returned untouched.
+    """
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        arr = np.asarray(img).astype(np.int64)
+        return Image.fromarray((np.clip(arr, 0, 65535) >> 8).astype(np.uint8))
+    return img
+
+
+def read_image(path, mode, size):
+    """uint8 array (size, size, C) of one image file, converted to the Pillow `mode` ("L" or
+    "RGB") and resized bilinearly; a one-line UserError naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            img = _to_8_bits(img).convert(mode)
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            # np.array, not np.asarray: a writable copy, so torch.from_numpy takes it without a warning.
+            arr = np.array(img, dtype=np.uint8)
+    except Exception as e:  # PIL raises many types for broken or foreign files
+        raise UserError(f"cannot read image {path}: {type(e).__name__}")
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _pool():
+    return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
 
 
 def _read_images(paths, mode, size):
-    def read(path):
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode)
-                if img.size != (size, size):
-                    img = img.resize((size, size), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-        except Exception as e:
-            raise UserError(f"cannot read image {path}: {type(e).__name__}")
-        return arr[:, :, None] if arr.ndim == 2 else arr
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(read, paths, chunksize=256))
+    with _pool() as pool:
+        images = list(pool.map(lambda p: read_image(p, mode, size), paths, chunksize=256))
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def _image_folder(path):
+def _image_mode(path):
     try:
-        return torchvision.datasets.ImageFolder(path)
-    except FileNotFoundError as e:
-        raise UserError(f"{path}: {str(e).splitlines()[0]}")
+        with Image.open(path) as img:  # reads the header only
+            return img.mode
+    except Exception as e:
+        raise UserError(f"cannot read image {path}: {type(e).__name__}")
+
+
+def _channels(paths, chunk=1024):
+    """"L" when every file is grey, else "RGB": all files decide (a subset gets the channels of
+    the whole set), from their headers only, and the first colour file settles it (reading
+    50,000 JPEG headers takes longer than decoding 10,000 images)."""
+    with _pool() as pool:
+        for start in range(0, len(paths), chunk):
+            if not set(pool.map(_image_mode, paths[start:start + chunk], chunksize=64)) <= GRAY_MODES:
+                return "RGB"
+    return "L"
+
+
+# ---------------------------------------------------------------- image folders
+
+IMG_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
+
+
+def _inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _class_files(class_dir, class_name):
+    """The image files under one class folder, in ImageFolder's order.
+
+    ImageFolder follows every symbolic link, so a link back up the tree (train/one/loop -> ..)
+    made it walk the whole split again, some 40 times, labelling every image of every class
+    with this folder's class. Links to files are kept (a class folder of links to images
+    elsewhere is common); a link to a folder is refused when it loops or leaves the class
+    folder, and skipped (its images are already here) when it points inside it.
+    """
+    real_class = os.path.realpath(class_dir)
+    walked = []
+    for folder, dirs, files in os.walk(class_dir):  # followlinks=False: links are looked at below
+        for name in list(dirs):
+            link = os.path.join(folder, name)
+            if not os.path.islink(link):
+                continue
+            dirs.remove(name)
+            target = os.path.realpath(link)
+            if _inside(os.path.realpath(folder), target):
+                reason = "a folder it is itself in (a loop)"
+            elif not _inside(target, real_class):
+                reason = f"outside its class folder {class_dir}"
+            else:
+                warn(f"skipping {link}: a symbolic link to {target}, whose images are already in class '{class_name}'")
+                continue
+            raise UserError(f"{link} is a symbolic link to {target}, {reason}; following it would label those "
+                            f"images '{class_name}' (remove the link, or copy the images into the class folder)")
+        walked.append((folder, files))
+    # The order of torchvision's make_dataset: folders sorted by path, files by name.
+    return [os.path.join(folder, f) for folder, files in sorted(walked) for f in sorted(files)
+            if f.lower().endswith(IMG_EXTENSIONS)]
+
+
+def scan_split(split_dir):
+    """(class names, [(path, class index)]) of one ImageFolder split: torchvision's classes and
+    order, with symbolic links checked (see _class_files)."""
+    try:
+        classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    except OSError as e:
+        raise UserError(f"{split_dir}: {e.strerror}")
+    if not classes:
+        raise UserError(f"{split_dir} has no class folders (expected {split_dir}/<class>/*.jpg|png)")
+    # A class folder that is a link to the split (or above it), or to another class folder (or
+    # into it), would give the same images two labels.
+    real_split = os.path.realpath(split_dir)
+    real = sorted((os.path.join(os.path.realpath(os.path.join(split_dir, c)), ""), c) for c in classes)
+    for r, c in real:
+        if _inside(real_split, r.rstrip(os.sep) or os.sep):
+            raise UserError(f"{os.path.join(split_dir, c)} is a symbolic link to {r.rstrip(os.sep)}, which holds "
+                            f"the whole split (a loop)")
+    # Sorted with a trailing separator, a folder is directly followed by those inside it.
+    for (r1, c1), (r2, c2) in zip(real, real[1:]):
+        if r2.startswith(r1):
+            raise UserError(f"class folders {os.path.join(split_dir, c1)} and {os.path.join(split_dir, c2)} are the "
+                            f"same folder or one holds the other (a symbolic link?); their images would get two labels")
+    samples = [(p, i) for i, c in enumerate(classes) for p in _class_files(os.path.join(split_dir, c), c)]
+    empty = sorted(set(classes) - {classes[i] for _, i in samples})
+    if empty:
+        raise UserError(f"{split_dir}: no image files for the classes {', '.join(empty)} "
+                        f"(looked for {', '.join(IMG_EXTENSIONS)})")
+    return classes, samples
+
+
+def _split_dirs(root):
+    """(train folder, test folder, its name): test/ when it is there, else val/."""
+    train_dir = os.path.join(root, "train")
+    found = [d for d in ("test", "val") if os.path.isdir(os.path.join(root, d))]
+    if not os.path.isdir(train_dir) or not found:
+        raise UserError(f"--dataset folder needs {root}/train/<class>/*.jpg|png and {root}/test/<class>/* "
+                        f"(or {root}/val/<class>/*); see README 'Your own data'")
+    if len(found) == 2:
+        warn(f"{root} has both test/ and val/; the test numbers are on test/ (val/ is not used)")
+    return train_dir, os.path.join(root, found[0]), found[0]
+
+
+def _files_source(root, train, test, classes):
+    """Fingerprint source of a folder tree: every file (relative to root) with its class name."""
+    h = hashlib.sha256()
+    prefix = os.path.join(root, "")  # every path was joined onto root; os.path.relpath is 10x slower
+
+    def relative(path):
+        return path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+    for split, samples in (("train", train), ("test", test)):
+        for path, label in samples:
+            h.update(f"{split}\0{relative(path)}\0{classes[label]}\n".encode("utf-8", "surrogateescape"))
+    return {"train_images": len(train), "content_sha256": h.hexdigest()}
 
 
 @DATASETS.register("folder")
-def load_folder(root, image_size=32):
+def load_folder(root, image_size=32, select=None, subset_stats=True):
     """Any ImageFolder tree: root/train/<class>/* and root/test/<class>/* (or root/val/).
 
     Images of any size are resized to image_size x image_size; the set is grayscale (1
-    channel) when every image is, RGB otherwise. Statistics come from the training split.
+    channel) when every image is, RGB otherwise. Statistics come from the training images
+    loaded. `select(n)` (see load_dataset) picks, before anything is decoded, the indices of
+    the training files to load, or returns None for all of them; with subset_stats=False the
+    statistics still come from every training image (decoding them all, as before).
     """
-    train_dir = os.path.join(root, "train")
-    test_dir = next((os.path.join(root, d) for d in ("test", "val") if os.path.isdir(os.path.join(root, d))), None)
-    if not os.path.isdir(train_dir) or test_dir is None:
-        raise UserError(f"--dataset folder needs {root}/train/<class>/*.jpg|png and {root}/test/<class>/* "
-                        f"(or {root}/val/<class>/*); see README 'Your own data'")
-    train, test = _image_folder(train_dir), _image_folder(test_dir)
-    unknown = set(test.classes) - set(train.classes)
+    train_dir, test_dir, test_split = _split_dirs(root)
+    classes, train = scan_split(train_dir)
+    test_classes, test = scan_split(test_dir)
+    unknown = set(test_classes) - set(classes)
     if unknown:
         raise UserError(f"{test_dir} has classes not in {train_dir}: {', '.join(sorted(unknown))}")
-    paths = [p for p, _ in train.samples] + [p for p, _ in test.samples]
-    modes = set()
-    for p in paths:
-        try:
-            with Image.open(p) as img:
-                modes.add(img.mode)
-        except Exception as e:
-            raise UserError(f"cannot read image {p}: {type(e).__name__}")
-    mode = "L" if modes <= GRAY_MODES else "RGB"
-    train_x = _read_images([p for p, _ in train.samples], mode, image_size)
-    test_x = _read_images([p for p, _ in test.samples], mode, image_size)
-    test_y = [train.class_to_idx[test.classes[t]] for _, t in test.samples]
+    index = {c: i for i, c in enumerate(classes)}
+    test = [(p, index[test_classes[t]]) for p, t in test]  # the train split's label indices
+    mode = _channels([p for p, _ in train + test])
+    keep = select(len(train)) if select is not None else None
+    if keep is None or not subset_stats:
+        train_x = _read_images([p for p, _ in train], mode, image_size)
+        train_y = torch.tensor([t for _, t in train], dtype=torch.long)
+    else:
+        kept = [train[i] for i in keep.tolist()]
+        train_x = _read_images([p for p, _ in kept], mode, image_size)
+        train_y = torch.tensor([t for _, t in kept], dtype=torch.long)
     x = train_x.double() / 255
     mean = x.mean(dim=(0, 2, 3)).tolist()
     std = x.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
-    return Data("folder", train_x, torch.tensor(train.targets), test_x, torch.tensor(test_y),
-                list(train.classes), mean, std)
+    if keep is not None and not subset_stats:
+        train_x, train_y = train_x[keep], train_y[keep]
+    test_x = _read_images([p for p, _ in test], mode, image_size)
+    return Data("folder", train_x, train_y, test_x, torch.tensor([t for _, t in test], dtype=torch.long),
+                list(classes), mean, std, test_split=test_split, source=_files_source(root, train, test, classes))
 
+
+# ---------------------------------------------------------------- held-out splits
 
 def stratified_folds(labels, k, seed):
     """k disjoint index sets covering every image, each class spread evenly over them."""
@@ -193,23 +376,120 @@ def _hold_out(data, held):
     data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
 
 
-def load_data(args):
-    data = DATASETS.build(args.dataset, args.data_dir, image_size=args.image_size)
+# ---------------------------------------------------------------- the entry points
+
+def load_dataset(dataset, data_dir, *, image_size=32, train_subset=0, val_split=0, fold=None, seed=42,
+                 subset_stats=True):
+    """The dataset with --train-subset, --val-split or one fold (k, i) of --folds applied.
+
+    --train-subset draws its indices (subset_indices) over the training file list before any
+    image is decoded, so a subset of a folder tree costs only its own images: the same images
+    and labels as drawing after decoding everything. A folder set's mean and std then come from
+    the subset; subset_stats=False decodes the whole training split for them instead.
+    """
+    def select(n):
+        if not train_subset or n == 0:  # an empty split gets its own error below
+            return None
+        if train_subset > n:
+            raise UserError(f"--train-subset {train_subset} is larger than the training set ({n})")
+        return subset_indices(n, train_subset, seed)
+
+    kwargs = {"subset_stats": subset_stats} if dataset == "folder" else {}
+    data = DATASETS.build(dataset, data_dir, image_size=image_size, select=select, **kwargs)
     if len(data.train_y) == 0 or len(data.test_y) == 0:
-        raise UserError(f"dataset {args.dataset} in {args.data_dir} has an empty train or test split")
-    if args.train_subset:
-        if args.train_subset > len(data.train_y):
-            raise UserError(f"--train-subset {args.train_subset} is larger than the training set ({len(data.train_y)})")
-        g = torch.Generator().manual_seed(args.seed)
-        keep = torch.randperm(len(data.train_y), generator=g)[: args.train_subset].sort().values
-        data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
-    if args.val_split:
-        if args.val_split >= len(data.train_y):
-            raise UserError(f"--val-split {args.val_split} leaves no training images (the split has {len(data.train_y)})")
-        _hold_out(data, stratified_holdout(data.train_y, args.val_split, args.seed))
-    elif args.fold is not None:
-        k, i = args.fold
+        raise UserError(f"dataset {dataset} in {data_dir} has an empty train or test split")
+    if val_split:
+        if val_split >= len(data.train_y):
+            raise UserError(f"--val-split {val_split} leaves no training images (the split has {len(data.train_y)})")
+        _hold_out(data, stratified_holdout(data.train_y, val_split, seed))
+    elif fold is not None:
+        k, i = fold
         if k > len(data.train_y):
             raise UserError(f"--folds {k} is more than the {len(data.train_y)} training images")
-        _hold_out(data, stratified_folds(data.train_y, k, args.seed)[i])
+        _hold_out(data, stratified_folds(data.train_y, k, seed)[i])
+    labels = data.train_y.unique().tolist()
+    if len(labels) == 1:
+        name = data.classes[labels[0]] if labels[0] < len(data.classes) else str(labels[0])
+        warn(f"every training image is of class '{name}'; a classifier needs at least two classes to learn anything")
     return data
+
+
+def load_data(args):
+    """load_dataset with main.py's flags (args.dataset, data_dir, image_size, train_subset,
+    val_split, fold, seed)."""
+    return load_dataset(args.dataset, args.data_dir, image_size=args.image_size, train_subset=args.train_subset,
+                        val_split=args.val_split, fold=getattr(args, "fold", None), seed=args.seed)
+
+
+# ---------------------------------------------------------------- fingerprints
+
+# What a model depends on, whatever images it is shown: the keys to compare for --eval-only on
+# other data of the same classes.
+MODEL_KEYS = ("num_classes", "classes", "channels")
+_NOT_COMPARED = {"data_dir"}  # --data-dir may move between a run and its --resume
+
+
+def fingerprint(data, data_dir, dataset):
+    """A small dict of plain values that tells whether two runs saw the same data.
+
+    Counts, class names, channels and image size, plus a SHA-256 of the whole training and
+    test file list with each file's class (folder trees; paths relative to --data-dir, so the
+    tree may move) or of every label and a fixed sample of pixels (torchvision sets). The
+    training side describes the split before --train-subset / --val-split draw from it.
+    """
+    source = data.source or _tensor_source(data.train_x, data.train_y, data.test_x, data.test_y)
+    held = 0 if data.val_y is None else len(data.val_y)
+    return {
+        "dataset": dataset,
+        "data_dir": os.path.abspath(data_dir),
+        "num_classes": len(data.classes),
+        "classes": list(data.classes),
+        "channels": int(data.in_chans),
+        "image_size": int(data.image_size),
+        "train_images": int(source.get("train_images", len(data.train_y) + held)),
+        "test_images": int(len(data.test_y)),
+        "test_split": data.test_split,
+        "content_sha256": source["content_sha256"],
+    }
+
+
+def _difference(key, a, b):
+    if key == "dataset":
+        return f"dataset {a} there, {b} here"
+    if key == "num_classes":
+        return f"{a} classes there, {b} here"
+    if key == "classes":
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        return None if i is None else f"class {i} is {a[i]!r} there, {b[i]!r} here"
+    if key == "channels":
+        return f"{a} channels there, {b} here"
+    if key == "image_size":
+        return f"{a}x{a} images there, {b}x{b} here"
+    if key == "train_images":
+        return f"{a} training images there, {b} here"
+    if key == "test_images":
+        return f"{a} test images there, {b} here"
+    if key == "test_split":
+        return f"tested on {a}/ there, {b}/ here"
+    if key == "content_sha256":
+        return "the same counts and classes, but other files, labels or pixels"
+    return f"{key} {a} there, {b} here"
+
+
+def check_fingerprint(saved, current, context="--resume", keys=None):
+    """One-line UserError naming what differs between two fingerprints ("--resume: the data
+    differ from the run's: 10 classes there, 11 here"). `keys` limits the comparison (e.g.
+    MODEL_KEYS); a missing `saved` (a run from before fingerprints) is not checked."""
+    if not saved:
+        return
+    found = []
+    for key in keys or current:
+        if key in _NOT_COMPARED or key not in saved or key not in current or saved[key] == current[key]:
+            continue
+        text = _difference(key, saved[key], current[key])
+        if text:
+            found.append(text)
+    if len(found) > 1 and found[-1].startswith("the same counts"):
+        found.pop()  # the hash differs because of what is already named
+    if found:
+        raise UserError(f"{context}: the data differ from the run's: {'; '.join(found)}")

@@ -7,12 +7,16 @@ The exported model takes normalised float images (N, C, S, S), any batch size, a
 logits. What a caller needs to prepare its input travels inside the file: mean, std, image_size,
 input_size (the side it takes), in_chans and classes (ONNX metadata_props, each value JSON; TorchScript extra
 file meta.json). The export is checked on random inputs at batch sizes 1 and 3; a
-difference above 1e-4 times the logit scale fails with exit status 1.
+difference above 1e-4 times the logit scale fails with exit status 1. --opset must lie in the
+range the installed TorchScript-based ONNX exporter supports (opset_range()); every failure is
+one line.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import warnings
 
 import torch
@@ -37,9 +41,48 @@ def metadata(config):
     return meta
 
 
+def opset_range():
+    """(lowest, highest) ONNX opset of torch's TorchScript-based exporter (the one used here)."""
+    try:
+        from torch.onnx import _constants  # private, but the only place torch states its range
+        return _constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    except (ImportError, AttributeError):
+        return 7, 20  # torch 2.x's values
+
+
+def check_opset(opset):
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise UserError(f"--opset {opset} is outside what this torch's ONNX exporter writes ({low} to {high})")
+
+
+@contextlib.contextmanager
+def _quiet_output():
+    """Send file descriptors 1 and 2 to a scratch file for the duration.
+
+    On a failure torch's exporter prints the whole TorchScript graph (over 100 lines) from C++,
+    past sys.stdout, before raising; the one-line error that follows says what is needed.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 def export_onnx(model, example, path, meta, opset=17):
     import onnx
-    with warnings.catch_warnings():  # tracer and deprecation warnings are noise for the user here
+    check_opset(opset)
+    # Tracer and deprecation warnings are noise for the user here.
+    with warnings.catch_warnings(), _quiet_output():
         warnings.simplefilter("ignore")
         # The TorchScript-based exporter: it needs no onnxscript and handles every model here.
         torch.onnx.export(model, (example,), path, dynamo=False, opset_version=opset, input_names=["input"],
@@ -99,6 +142,8 @@ def export(run, fmt, out=None, opset=17):
     """Export the run's model on the CPU; returns (path, max abs difference)."""
     if fmt not in SUFFIX:
         raise UserError(f"unknown format {fmt!r}; choose onnx or torchscript")
+    if fmt == "onnx":
+        check_opset(opset)  # before loading anything
     model, config = load_run(run, "cpu")
     if out is None:
         folder = run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run))
@@ -125,7 +170,7 @@ def get_args_parser():
     p.add_argument("--run", required=True, help="a run folder (or a weights file inside one)")
     p.add_argument("--format", required=True, choices=sorted(SUFFIX))
     p.add_argument("--out", default=None, help="default: model.onnx / model.torchscript.pt in the run folder")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (%d to %d with this torch)" % opset_range())
     return p
 
 

@@ -4,7 +4,8 @@
     python plot.py runs/a runs/b --out compare.png    # overlays runs, one colour each
 
 Train curves are dashed, validation (--val-split, --folds) dotted, test solid; the legend
-names each run by its folder.
+names each run by its folder. --out's extension picks the format: any matplotlib can write
+(png, pdf, svg, jpg, ...); with none, .png is added.
 """
 import argparse
 import os
@@ -15,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: works without a display, on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -63,7 +65,11 @@ def draw_curves(frames):
                     labelled = True
         if "lr" in df:
             axes[2].plot(df["epoch"], df["lr"], color=colour, label=label)
-    splits = "dashed: train, dotted: val, solid: test"
+    # Name only the line styles drawn: "dotted: val" on a run without a validation split misleads.
+    present = {split for df in frames.values() for split in ("train", "val", "test")
+               if any(f"{split}_{m}" in df for m in ("loss", "acc"))}
+    splits = ", ".join(f"{style}: {split}" for split, style in (("train", "dashed"), ("val", "dotted"), ("test", "solid"))
+                       if split in present)
     for ax, title in zip(axes, (f"loss ({splits})", f"accuracy ({splits})", "learning rate (end of epoch)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -74,8 +80,21 @@ def draw_curves(frames):
     return fig
 
 
+def image_path(out):
+    """`out`, with .png added when it has no extension; a one-line UserError for a format
+    matplotlib cannot write (it would raise deep inside savefig, after the drawing)."""
+    ext = os.path.splitext(out)[1].lower().lstrip(".")
+    if not ext:
+        return out + ".png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext not in formats:
+        raise UserError(f"--out {out}: cannot write .{ext} images; use one of {', '.join('.' + f for f in sorted(formats))}")
+    return out
+
+
 def plot_curves(paths, out):
-    """Curves of one or several runs (folders or metrics CSVs) into the image `out`."""
+    """Curves of one or several runs (folders or metrics CSVs) into the image `out`; returns its path."""
+    out = image_path(out)
     frames = {}
     for path in paths:
         label = run_label(path)
@@ -131,7 +150,7 @@ def get_args_parser():
 def main(args):
     out = args.out or (os.path.join(args.runs[0], CURVES) if len(args.runs) == 1 and os.path.isdir(args.runs[0])
                        else CURVES)
-    plot_curves(args.runs, out)
+    out = plot_curves(args.runs, out)
     print(f"wrote {out}")
     return out
 

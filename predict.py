@@ -2,9 +2,10 @@
 
     python predict.py --run runs/vit_c10 photos/ cat.jpg --out predictions.csv [--tta]
 
-Folders are searched recursively. Each image is read the way data.py's folder loader reads
-training images (PIL convert to the run's channels, bilinear resize to its image size), then
-normalised with the run's statistics. CSV columns: file, predicted_class, confidence, top5
+Folders are searched recursively. Each image is read by data.read_image, the reader of the
+folder loader's training images (16-bit files scaled to 8 bits, PIL convert to the run's
+channels, bilinear resize to its image size), so the two cannot drift apart; then normalised
+with the run's statistics. CSV columns: file, predicted_class, confidence, top5
 ("class:probability" pairs joined by ';'). Unreadable images are skipped with a warning.
 """
 import argparse
@@ -13,10 +14,9 @@ import io
 import os
 import sys
 
-import numpy as np
 import torch
-from PIL import Image
 
+from data import read_image as read_array
 from evaluation import load_run, predict_logits
 from utils import UserError, atomic_write_text, pick_device, run_command
 
@@ -39,17 +39,13 @@ def find_images(inputs):
 
 
 def read_image(path, in_chans, size):
-    """uint8 (C, size, size) as data.py's folder loader makes it; None if unreadable."""
+    """uint8 (C, size, size) as data.py's folder loader makes it; None (and a warning) if unreadable."""
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if in_chans == 1 else "RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except Exception as e:  # PIL raises many types for broken or foreign files
-        print(f"warning: skipping {path}: cannot read image ({type(e).__name__})", file=sys.stderr)
+        arr = read_array(path, "L" if in_chans == 1 else "RGB", size)
+    except UserError as e:
+        print(f"warning: {e}; skipped", file=sys.stderr)
         return None
-    return torch.from_numpy(arr[:, :, None] if arr.ndim == 2 else arr.copy()).permute(2, 0, 1)
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def predict_files(model, config, paths, device, batch_size=256, tta=False):
@@ -104,12 +100,17 @@ def main(args):
                            f" (looked for {', '.join(EXTENSIONS)})"))
     for path in missing:
         print(f"warning: {path}: no such file or folder", file=sys.stderr)
+    if os.path.isdir(args.out):  # else the error would name the temp file written next to it
+        raise UserError(f"--out {args.out} is a folder; give a file name, e.g. {os.path.join(args.out, 'predictions.csv')}")
     device = pick_device(args.device)
     model, config = load_run(args.run or args.weights, device)
     results = predict_files(model, config, paths, device, args.batch_size, args.tta)
     if not results:
         raise UserError(f"none of the {len(paths)} files found could be read as an image")
-    atomic_write_text(to_csv(results, config["classes"]), args.out)
+    try:
+        atomic_write_text(to_csv(results, config["classes"]), args.out)
+    except OSError as e:  # the write goes through a temp file next to --out: name --out, not it
+        raise UserError(f"cannot write --out {args.out}: {e.strerror or type(e).__name__}")
     skipped = len(paths) - len(results)
     print(f"wrote {len(results)} predictions to {args.out}" + (f" ({skipped} unreadable skipped)" if skipped else ""))
     return results

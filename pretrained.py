@@ -10,7 +10,17 @@ size or input channels. The head is replaced by a fresh one with num_classes out
 input layer of another channel count is adapted (timm's adapt_input_conv: summed for
 grayscale). `input_size` is the side the backbone was trained at (224 for most): resize
 CIFAR images up to it (--image-size), since many backbones (all ViTs) accept no other.
+
+Offline, "hub" fails within seconds (one connection attempt, then only the local caches of
+huggingface_hub and torch.hub are looked at) instead of retrying for a minute, and the error
+names the way out: --pretrained PATH.
 """
+import contextlib
+import logging
+import os
+import socket
+from urllib.parse import urlparse
+
 import torch
 import torch.nn as nn
 
@@ -63,17 +73,59 @@ def load_backbone(model, state, head_names, first_conv, source):
                         + (" ..." if len(missing) + len(unexpected) > 3 else ""))
 
 
+def _reachable(url, timeout=3.0):
+    """Whether a TCP connection to url's host opens within `timeout` seconds (True behind a
+    proxy, which we cannot test this way: the download then decides)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    parts = urlparse(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout):
+            return True
+    except OSError:  # name not resolved, refused, timed out
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """huggingface_hub in offline mode: files come from its cache or fail at once, where online
+    it retries each request five times with back-off (about a minute, 22 log lines)."""
+    from huggingface_hub import constants
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True  # read at each request (is_offline_mode), not only at import
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _offline_help(what, arch):
+    return (f"offline, pass --pretrained PATH, a state dict saved from {what}({arch!r}) "
+            f"(e.g. torch.save(model.state_dict(), PATH) where it is online)")
+
+
 def _timm(arch, num_classes, in_chans, weights):
     import timm
 
     if not timm.is_model(arch):
         raise UserError(f"unknown timm model {arch!r} (see timm.list_models())")
     if weights == "hub":
+        from huggingface_hub import constants
+        online = _reachable(constants.ENDPOINT)
+        hub_log = logging.getLogger("huggingface_hub")
+        level = hub_log.level
         try:
-            model = timm.create_model(arch, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+            with contextlib.ExitStack() as stack:
+                if not online:
+                    stack.enter_context(_hub_offline())
+                hub_log.setLevel(logging.ERROR)  # its retry warnings; the error below says it all
+                model = timm.create_model(arch, pretrained=True, num_classes=num_classes, in_chans=in_chans)
         except Exception as e:  # offline: huggingface_hub / urllib errors of many types
-            raise UserError(f"cannot download the pretrained weights of timm/{arch} ({type(e).__name__}); "
-                            f"offline, pass weights=PATH to a state dict saved from timm.create_model({arch!r})")
+            where = "" if online else f" ({urlparse(constants.ENDPOINT).hostname} cannot be reached)"
+            raise UserError(f"--pretrained hub: cannot download the weights of timm/{arch}{where}: "
+                            f"{type(e).__name__}; " + _offline_help("timm.create_model", arch))
+        finally:
+            hub_log.setLevel(level)
     else:
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans)
         if weights is not None:
@@ -93,9 +145,9 @@ def _torchvision(arch, num_classes, in_chans, weights):
     if weights == "hub":
         try:
             model = torchvision.models.get_model(arch, weights="DEFAULT")
-        except Exception as e:
-            raise UserError(f"cannot download the pretrained weights of tv/{arch} ({type(e).__name__}); "
-                            f"offline, pass weights=PATH to a state dict saved from torchvision.models.get_model({arch!r})")
+        except Exception as e:  # torch.hub tries once (after its cache), so no connection check is needed
+            raise UserError(f"--pretrained hub: cannot download the weights of tv/{arch}: {type(e).__name__}; "
+                            + _offline_help("torchvision.models.get_model", arch))
         state, source = model.state_dict(), f"tv/{arch} weights"
     else:
         model = torchvision.models.get_model(arch, weights=None)

@@ -6,8 +6,10 @@
 
 Each trial runs main.main() in this process with the flags after `--` plus its sampled ones,
 writing into OUT_DIR/trial_NNNN. Every finished epoch's metric (val_acc with --val-split, which
-keeps the test set out of the search; test_acc without) goes to Optuna through main.py's
-EPOCH_CALLBACKS hook, so the pruner can stop a poor trial early. Running the same command
+keeps the test set out of the search; test_acc without) goes to Optuna through the callback
+sweep.py hands to main.main(args, epoch_callbacks=...), so the pruner can stop a poor trial
+early. A trial that fails with a user error is one line ("trial 3 failed: ..."); when no trial
+of this invocation succeeds, the sweep ends with one error line and exit status 2. Running the same command
 again continues the study (--trials more trials). The best trial's parameters are printed and
 written, with the main.py command line that reproduces it, to OUT_DIR/best.json.
 
@@ -106,11 +108,7 @@ def objective(trial, args, specs, flags):
         if trial.should_prune():  # raised through main.main, which leaves the last checkpoint behind
             raise optuna.TrialPruned()
 
-    main.EPOCH_CALLBACKS.append(report)
-    try:
-        history = main.main(parse_main_args(argv))
-    finally:
-        main.EPOCH_CALLBACKS.remove(report)
+    history = main.main(parse_main_args(argv), epoch_callbacks=(report,))
     if not history:
         raise UserError("the trial trained no epoch")
     return metric_of(history[-1], args.metric)
@@ -158,11 +156,13 @@ def parse_args(argv=None):
 
 
 def main(args):
+    import inspect
+
     import main as trainer
     import optuna
 
-    if not hasattr(trainer, "EPOCH_CALLBACKS"):
-        raise UserError("main.py has no EPOCH_CALLBACKS hook, which sweep.py needs to report each epoch")
+    if "epoch_callbacks" not in inspect.signature(trainer.main).parameters:
+        raise UserError("main.main() takes no epoch_callbacks, which sweep.py needs to report each epoch")
     if args.trials <= 0:
         raise UserError(f"--trials must be positive, got {args.trials}")
     if not args.param:
@@ -178,6 +178,17 @@ def main(args):
     parse_main_args(args.train_args)  # a typo fails here, not in every trial
     args.out_dir = args.out_dir or os.path.join("sweeps", args.study)
 
+    # Optuna's log: a line on creating the study and, per failed trial, its whole traceback;
+    # the lines printed below replace it.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return _run_study(args, specs, flags, optuna)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _run_study(args, specs, flags, optuna):
     try:
         study = optuna.create_study(study_name=args.study, storage=args.storage, load_if_exists=True,
                                     direction=METRICS[args.metric], pruner=build_pruner(args.pruner))
@@ -187,11 +198,45 @@ def main(args):
     if direction != METRICS[args.metric]:  # load_if_exists keeps the stored direction, whatever we ask
         raise UserError(f"study {args.study} in {args.storage} was created to {direction}; --metric {args.metric} "
                         f"would {METRICS[args.metric]}")
+    if study.trials:
+        print(f"continuing study {args.study} ({len(study.trials)} trials stored in {args.storage})", flush=True)
     # Offset by the trials already stored, so a resumed seeded sweep does not redraw the same points.
     study.sampler = optuna.samplers.TPESampler(seed=None if args.seed is None else args.seed + len(study.trials))
-    # A trial that fails (bad sampled combination, diverging loss) is recorded as failed; the
-    # sweep goes on. Anything else (a bug, Ctrl-C) stops it; the stored trials stay.
-    study.optimize(lambda t: objective(t, args, specs, flags), n_trials=args.trials, catch=(UserError,))
+    # A trial that fails (bad sampled combination, diverging loss, out of GPU memory) is
+    # recorded as failed, in one line, and the sweep goes on. Anything else (a bug, Ctrl-C)
+    # stops it; the stored trials stay.
+    outcomes = {"complete": 0, "pruned": 0, "fail": []}
+
+    def one_line(study, trial):
+        if trial.state == optuna.trial.TrialState.FAIL:
+            error = trial.user_attrs.get("error", "unknown error")
+            outcomes["fail"].append(error)
+            print(f"trial {trial.number} failed: {error}", file=sys.stderr, flush=True)
+        elif trial.state == optuna.trial.TrialState.PRUNED:
+            outcomes["pruned"] += 1
+            print(f"trial {trial.number} pruned at epoch {trial.last_step}", flush=True)
+        elif trial.state == optuna.trial.TrialState.COMPLETE:
+            outcomes["complete"] += 1
+            print(f"trial {trial.number}: {args.metric} {trial.value:.4f} with "
+                  + ", ".join(f"{k}={v}" for k, v in trial.params.items()), flush=True)
+
+    def run_trial(trial):
+        import torch
+        try:
+            return objective(trial, args, specs, flags)
+        except UserError as e:
+            trial.set_user_attr("error", str(e))
+            raise
+        except torch.OutOfMemoryError as e:  # a sampled batch size or width too large for the device
+            torch.cuda.empty_cache()
+            trial.set_user_attr("error", f"out of memory: {(str(e).splitlines() or [''])[0]}")
+            raise UserError(trial.user_attrs["error"])
+
+    study.optimize(run_trial, n_trials=args.trials, catch=(UserError,), callbacks=[one_line])
+    failed = outcomes["fail"]
+    if failed and not outcomes["complete"]:  # (pruned trials alone are the pruner at work, not failures)
+        raise UserError(f"no trial finished: {len(failed)} of {args.trials} failed, {outcomes['pruned']} pruned "
+                        f"(the first: {failed[0]})")
 
     states = {}
     for t in study.trials:

@@ -152,12 +152,51 @@ def write_json(obj, path):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """torch.load with a one-line UserError for missing, truncated or foreign files."""
+    """torch.load with a one-line UserError for missing, truncated, foreign or unsafe files.
+
+    weights_only=True: a .pth from someone else is a pickle, and a pickle can run any code
+    when loaded. Only tensors, plain Python values (a tuple is how Python's `random` state is
+    saved) and these NumPy types are unpickled: arrays and scalars of plain numeric dtypes, for
+    NumPy's RNG state (a uint32 array) and NumPy numbers in a history or a foreign state dict.
+    They call nothing but NumPy's own constructors, and the object dtype, which could hold
+    anything, is not among them. A file that needs anything else is refused, naming what it holds.
+    """
+    import pickle
+    import re
+    import warnings
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+    dtypes = [type(np.dtype(t)) for t in (np.bool_, np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32,
+                                          np.int64, np.uint64, np.float16, np.float32, np.float64)]
+    safe = [np.ndarray, np.dtype, *dtypes, multiarray._reconstruct, multiarray.scalar]
+    # Pickles written under numpy 1.x name the module numpy.core.multiarray.
+    aliases = [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+               (multiarray.scalar, "numpy.core.multiarray.scalar")]
+
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     try:
-        # weights_only=False: our checkpoints hold RNG states and args (our own files).
-        obj = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(safe + aliases), warnings.catch_warnings():
+            # "Detected pickle protocol N": noise for files torch.save did not write; they fail or load.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        try:  # every type the file names that is not allowed (zip files, what torch.save writes)
+            allowed = {f"{g.__module__}.{g.__qualname__}" for g in safe} | {name for _, name in aliases}
+            unsafe = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
+        except Exception:
+            unsafe = []
+        unsafe = unsafe or re.findall(r"GLOBAL ([\w.]+)", str(e)) or re.findall(r"but got <class '([\w.]+)'>", str(e))
+        if unsafe:
+            raise UserError(f"refusing to load {path}: it holds {', '.join(sorted(set(unsafe))[:3])}, which unpickling "
+                            f"could run as code; if you trust the file, load it with torch.load(PATH, "
+                            f"weights_only=False) and torch.save only its state dict") from None
+        detail = str(e).partition("WeightsUnpickler error:")[2].strip().splitlines()
+        raise UserError(f"cannot read checkpoint {path}: not a file torch.save wrote"
+                        + (f" ({detail[0].strip()})" if detail else "")) from None
     except Exception as e:  # torch raises many types for bad files
         raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt file'}")
     return obj

@@ -1,7 +1,7 @@
 """Transformer and mixer models sized for 32x32 images (CIFAR): the zoo next to the base ViT of vit.py.
 
 Every network here is built by `build_<name>(num_classes, image_size=32, in_chans=3, *, dropout,
-drop_path, **sizes)` and reached through the `MODELS` table at the bottom of the file. The models are
+drop_path, <sizes>)` and registered with models.register_model where it is defined. The models are
 written from their papers (in the style of lucidrains/vit-pytorch), small modules that follow each
 paper's figure, with the CIFAR configuration as the default:
 
@@ -24,19 +24,29 @@ paper's figure, with the CIFAR configuration as the default:
   cct_7_3x1      Hassani et al. 2021, "Escaping the Big Data Paradigm with Compact Transformers"
                  (arXiv:2104.05704).
 
+and, under the prefix `k47_`, the `--net` models of kentaroy47/vision-transformers-cifar10 at
+that repository's sizes (its defaults: --patch 4, --dimhead 512, --convkernel 8, 32x32), for its
+users: k47_vit, k47_vit_small, k47_vit_tiny, k47_simplevit, k47_cait, k47_cait_small,
+k47_convmixer. Its transformers are lucidrains/vit-pytorch's; each k47 builder says where ours
+differs. Its `vit`, `vit_small`, `vit_tiny`, `cait` and `convmixer` are not the networks our
+names `vit` (ViT-CIFAR), `vit_small` / `vit_tiny` (DeiT sizes), `cait` (CaiT-XXS24) and
+`convmixer` (ConvMixer-256/8) are; the model table says so on both rows.
+
 The transformer blocks all share one Attention module built on
 `torch.nn.functional.scaled_dot_product_attention` (so the fused flash / memory-efficient kernels are
-used on GPU), and one DropPath module for stochastic depth (Huang et al. 2016, arXiv:1603.09382).
+used on GPU; only k47_cait's talking heads need the softmax written out), and vit.py's DropPath for
+stochastic depth (Huang et al. 2016, arXiv:1603.09382).
 
 Conventions shared by the builders:
   * `dropout` is applied before the classifier, and also where the paper's reference code puts its
-    dropout (the transformer MLPs, and CCT's embedding); `attn_dropout` (a size kwarg, default 0)
-    drops attention weights.
+    dropout (the transformer MLPs, and CCT's embedding); `attn_dropout` (default 0) drops
+    attention weights. (k47: where lucidrains' `dropout` goes, and no dropout before the head.)
   * `drop_path` is the stochastic-depth rate of the last block, rising linearly from 0 over the depth
     (CaiT: the same rate in every block, as in its paper).
-  * Any size in a builder's defaults (e.g. `depth=2`, `dim=64`) may be overridden by a keyword; other
-    keywords, and sizes given as None, are ignored.
-  * `image_size` must be a multiple of the model's total stride (patch 4 for the ViTs: 32, 64, ...).
+  * Every size is an explicit keyword of the builder, so it is an option of the model; there is no
+    **kwargs: an option a model does not have is refused (models.build_model says which models take it).
+  * `image_size` must be a multiple of the model's total stride (patch 4 for the ViTs: 32, 64, ...),
+    as declared with each registration.
 
 Deviations from the papers, all for 32x32 inputs or for the SDPA kernel, are listed in each
 builder's docstring.
@@ -48,23 +58,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.swin_transformer import ShiftedWindowAttention, SwinTransformer, SwinTransformerBlock
 
+from models import register_model
+from vit import DropPath, drop_path_rates, patchify  # noqa: F401 (DropPath and patchify are also used by callers)
+
 
 # --------------------------------------------------------------------------- shared pieces
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop a whole residual branch per sample, rescale the survivors by 1/keep."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class FeedForward(nn.Sequential):
@@ -79,31 +77,43 @@ class Attention(nn.Module):
     """Multi-head self-attention through `F.scaled_dot_product_attention`.
 
     With `lsa=True` it is Locality Self-Attention (Lee et al. 2021): the fixed 1/sqrt(d) is replaced
-    by a learnable temperature per head (initialised to 1/sqrt(d)), and each token's score with
-    itself is masked to -inf, so attention goes to the *other* tokens instead of being dominated by
-    the self-similarity q_i . k_i.
+    by a learnable temperature, and each token's score with itself is masked to -inf, so attention
+    goes to the *other* tokens instead of being dominated by the self-similarity q_i . k_i.
+    `temperature`: "per_head" (the paper's code: one learnable scale per head, initialised to
+    1/sqrt(d)) or "shared_log" (lucidrains' vit_for_small_dataset: one scale for all heads, learned
+    as its logarithm, initialised to log(1/sqrt(d))).
     """
 
-    def __init__(self, dim, heads=8, dim_head=None, *, qkv_bias=True, lsa=False, attn_dropout=0.0, dropout=0.0):
+    def __init__(self, dim, heads=8, dim_head=None, *, qkv_bias=True, proj_bias=True, lsa=False,
+                 temperature="per_head", attn_dropout=0.0, dropout=0.0):
         super().__init__()
         dim_head = dim_head or dim // heads
         self.heads, self.dim_head = heads, dim_head
         self.qkv = nn.Linear(dim, 3 * heads * dim_head, bias=qkv_bias)
-        self.proj = nn.Linear(heads * dim_head, dim)
+        self.proj = nn.Linear(heads * dim_head, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(dropout)
         self.attn_dropout = attn_dropout
         self.lsa = lsa
         if lsa:
-            self.temperature = nn.Parameter(torch.full((heads,), dim_head ** -0.5))
+            if temperature not in ("per_head", "shared_log"):
+                raise ValueError(f"temperature must be 'per_head' or 'shared_log', got {temperature!r}")
+            self.log_temperature = temperature == "shared_log"
+            init = torch.full((heads,) if temperature == "per_head" else (), dim_head ** -0.5)
+            self.temperature = nn.Parameter(init.log() if self.log_temperature else init)
+
+    def scale(self):
+        """The LSA temperature as a (heads,) or () tensor."""
+        return self.temperature.exp() if self.log_temperature else self.temperature
 
     def attend(self, q, k, v):
         """softmax(q k^T * scale [+ mask]) v for q, k, v of shape (B, heads, N, dim_head)."""
         drop = self.attn_dropout if self.training else 0.0
         if not self.lsa:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # scale = 1/sqrt(dim_head)
-        # SDPA's `scale` is one float, so the per-head learnable temperature is applied to q instead;
+        # SDPA's `scale` is one float, so the learnable temperature is applied to q instead;
         # cast so that under autocast q keeps the dtype of k and v.
-        q = q * self.temperature.to(q.dtype).view(1, -1, 1, 1)
+        t = self.scale().to(q.dtype)
+        q = q * (t.view(1, -1, 1, 1) if t.ndim else t)
         idx = torch.arange(q.shape[-2], device=q.device)
         not_self = idx[:, None] != idx[None, :]  # False on the diagonal = -inf (not torch.eye: ONNX-friendly)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=not_self, dropout_p=drop, scale=1.0)
@@ -129,12 +139,13 @@ class LayerScale(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + MSA(norm(x)), then x + MLP(norm(x))."""
 
-    def __init__(self, dim, heads, dim_head, mlp_dim, *, norm=nn.LayerNorm, act=nn.GELU, qkv_bias=True, lsa=False,
-                 dropout=0.0, attn_dropout=0.0, drop_path=0.0, layer_scale=None):
+    def __init__(self, dim, heads, dim_head, mlp_dim, *, norm=nn.LayerNorm, act=nn.GELU, qkv_bias=True,
+                 proj_bias=True, lsa=False, temperature="per_head", dropout=0.0, attn_dropout=0.0, drop_path=0.0,
+                 layer_scale=None):
         super().__init__()
         self.norm1 = norm(dim)
-        self.attn = Attention(dim, heads, dim_head, qkv_bias=qkv_bias, lsa=lsa, attn_dropout=attn_dropout,
-                              dropout=dropout)
+        self.attn = Attention(dim, heads, dim_head, qkv_bias=qkv_bias, proj_bias=proj_bias, lsa=lsa,
+                              temperature=temperature, attn_dropout=attn_dropout, dropout=dropout)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.norm2 = norm(dim)
         self.mlp = FeedForward(dim, mlp_dim, dropout, act)
@@ -155,13 +166,6 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x):
         return self.proj(x).flatten(2).transpose(1, 2)
-
-
-def patchify(x, p):
-    """(B, C, H, W) -> (B, (H/p)(W/p), p*p*C), each patch flattened as (row, col, channel)."""
-    B, C, H, W = x.shape
-    x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
-    return x.reshape(B, (H // p) * (W // p), p * p * C)
 
 
 def posemb_sincos_2d(h, w, dim, temperature=10000.0):
@@ -190,19 +194,9 @@ def _init_transformer(m):
         nn.init.zeros_(m.bias)
 
 
-def _sizes(defaults: dict, kwargs: dict) -> dict:
-    """The paper's sizes, with any that the caller overrides (not None); other kwargs are ignored."""
-    return {k: (kwargs[k] if kwargs.get(k) is not None else v) for k, v in defaults.items()}
-
-
 def _check_divisible(image_size, stride, name):
     if image_size % stride:
         raise ValueError(f"{name}: image_size {image_size} must be a multiple of {stride}")
-
-
-def _drop_rates(drop_path, depth):
-    """Stochastic depth rising linearly from 0 at the first block to `drop_path` at the last."""
-    return torch.linspace(0, drop_path, depth).tolist() if depth > 1 else [drop_path] * depth
 
 
 # --------------------------------------------------------------------------- ViT variants
@@ -228,29 +222,36 @@ class DynamicTanh(nn.Module):
 class ShiftedPatchTokenization(nn.Module):
     """SPT (Lee et al. 2021): widen each token's receptive field before patchifying.
 
-    The image is shifted by half a patch in the four diagonal directions (zero fill); the four
-    shifted copies are concatenated with the input on the channel axis, so each p x p patch also
-    sees its neighbours' pixels. Then patchify -> LayerNorm -> Linear.
+    Four shifted copies of the image (zero fill) are concatenated with the input on the channel
+    axis, so each p x p patch also sees its neighbours' pixels. Then patchify -> LayerNorm -> Linear.
+    shifts: None for the paper's, half a patch along the four diagonals; or four (dy, dx) pixel
+    offsets (kentaroy47 / lucidrains: one pixel right, left, down, up: K47_SPT_SHIFTS).
     """
 
-    def __init__(self, in_chans, dim, patch_size):
+    def __init__(self, in_chans, dim, patch_size, shifts=None):
         super().__init__()
         self.patch_size = patch_size
+        self.shifts = shifts if shifts is not None else patch_size // 2
         patch_dim = 5 * in_chans * patch_size * patch_size
         self.norm = nn.LayerNorm(patch_dim)
         self.proj = nn.Linear(patch_dim, dim)
 
     @staticmethod
-    def with_shifts(x, s):
-        """(B, C, H, W) -> (B, 5C, H, W): the input and its four diagonal shifts by s pixels."""
+    def with_shifts(x, shifts):
+        """(B, C, H, W) -> (B, 5C, H, W): the input and its shifted copies, out[i, j] = x[i - dy, j - dx].
+
+        An int s stands for the four diagonal shifts by s pixels: right-down, left-down, right-up, left-up.
+        """
+        if isinstance(shifts, int):
+            shifts = [(shifts, shifts), (shifts, -shifts), (-shifts, shifts), (-shifts, -shifts)]
         H, W = x.shape[-2:]
-        padded = F.pad(x, (s, s, s, s))
-        # crop offsets (0,0), (0,2s), (2s,0), (2s,2s) = shifts right-down, left-down, right-up, left-up
-        shifted = [padded[:, :, dy:dy + H, dx:dx + W] for dy in (0, 2 * s) for dx in (0, 2 * s)]
+        m = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
+        padded = F.pad(x, (m, m, m, m))
+        shifted = [padded[:, :, m - dy:m - dy + H, m - dx:m - dx + W] for dy, dx in shifts]
         return torch.cat([x, *shifted], dim=1)
 
     def forward(self, x):
-        x = self.with_shifts(x, self.patch_size // 2)
+        x = self.with_shifts(x, self.shifts)
         return self.proj(self.norm(patchify(x, self.patch_size)))
 
 
@@ -261,88 +262,118 @@ class ViT(nn.Module):
 
     pool: "cls" (class token, learned position embedding over cls + patches) or "mean" (global
     average pooling). pos: "learned" or "sincos" (fixed, patches only, needs pool="mean").
-    spt / lsa: Shifted Patch Tokenization / Locality Self-Attention. norm: LayerNorm or DynamicTanh.
+    spt / lsa: Shifted Patch Tokenization (with `spt_shifts`) / Locality Self-Attention (with its
+    `temperature` kind). norm: LayerNorm or DynamicTanh.
+    The rest is for lucidrains' variants (k47_*): `proj_bias` of the attention output;
+    `emb_dropout` after the position embedding; `head_dropout` before the classifier (None: `dropout`);
+    `norm_after_pool` normalises the pooled vector instead of every token (the same for pool="cls",
+    not for "mean"); init "trunc_normal" (timm's ViT init: truncated normal(0.02) weights, zero
+    biases) or "torch" (PyTorch's default layer init, cls token and position embedding ~ N(0, 1)).
     """
 
     def __init__(self, *, num_classes, image_size, in_chans, patch_size, dim, depth, heads, dim_head, mlp_dim,
-                 pool="cls", pos="learned", spt=False, lsa=False, norm=nn.LayerNorm, qkv_bias=True,
-                 dropout=0.0, attn_dropout=0.0, drop_path=0.0):
+                 pool="cls", pos="learned", spt=False, spt_shifts=None, lsa=False, temperature="per_head",
+                 norm=nn.LayerNorm, qkv_bias=True, proj_bias=True, dropout=0.0, attn_dropout=0.0, drop_path=0.0,
+                 emb_dropout=0.0, head_dropout=None, norm_after_pool=False, init="trunc_normal"):
         super().__init__()
         _check_divisible(image_size, patch_size, "ViT")
         if pos == "sincos" and pool != "mean":
             raise ValueError("the fixed sin-cos embedding covers patches only: use pool='mean'")
+        if init not in ("trunc_normal", "torch"):
+            raise ValueError(f"init must be 'trunc_normal' or 'torch', got {init!r}")
         grid = image_size // patch_size
-        self.patch_embed = (ShiftedPatchTokenization if spt else PatchEmbed)(in_chans, dim, patch_size)
+        if spt:
+            self.patch_embed = ShiftedPatchTokenization(in_chans, dim, patch_size, spt_shifts)
+        else:
+            self.patch_embed = PatchEmbed(in_chans, dim, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         if pos == "sincos":
             # a buffer, not a parameter: fixed, and recomputed from the image size rather than saved
             self.register_buffer("pos_embed", posemb_sincos_2d(grid, grid, dim)[None], persistent=False)
         else:
             self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + (pool == "cls"), dim))
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            if init == "trunc_normal":
+                nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            else:
+                nn.init.normal_(self.pos_embed)
+        if init == "torch" and self.cls_token is not None:
+            nn.init.normal_(self.cls_token)
+        self.pos_drop = nn.Dropout(emb_dropout)
         self.blocks = nn.Sequential(*[
-            Block(dim, heads, dim_head, mlp_dim, norm=norm, qkv_bias=qkv_bias, lsa=lsa, dropout=dropout,
-                  attn_dropout=attn_dropout, drop_path=p)
-            for p in _drop_rates(drop_path, depth)])
+            Block(dim, heads, dim_head, mlp_dim, norm=norm, qkv_bias=qkv_bias, proj_bias=proj_bias, lsa=lsa,
+                  temperature=temperature, dropout=dropout, attn_dropout=attn_dropout, drop_path=p)
+            for p in drop_path_rates(drop_path, depth)])
         self.norm = norm(dim)
-        self.head_drop = nn.Dropout(dropout)
+        self.norm_after_pool = norm_after_pool
+        self.head_drop = nn.Dropout(dropout if head_dropout is None else head_dropout)
         self.head = nn.Linear(dim, num_classes)
-        self.apply(_init_transformer)
+        if init == "trunc_normal":  # ("torch": the layers keep PyTorch's default init)
+            self.apply(_init_transformer)
 
     def forward(self, x):
         x = self.patch_embed(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.norm(self.blocks(x + self.pos_embed))
+        x = self.blocks(self.pos_drop(x + self.pos_embed))
+        if not self.norm_after_pool:
+            x = self.norm(x)
         x = x[:, 0] if self.cls_token is not None else x.mean(dim=1)
+        if self.norm_after_pool:
+            x = self.norm(x)
         return self.head(self.head_drop(x))
 
 
+_PATCHES = dict(multiple="patch_size")  # whole patches: multiples of the patch_size option
+
+
+@register_model("simple_vit", about="SimpleViT (Beyer et al. 2022): sin-cos positions, mean pooling; dim 384, "
+                                    "depth 7, 6 heads, MLP 1536", sizes=_PATCHES)
 def build_simple_vit(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-                     drop_path: float = 0.0, **kwargs) -> nn.Module:
+                     drop_path: float = 0.0, patch_size: int = 4, dim: int = 384, depth: int = 7, heads: int = 6,
+                     mlp_dim: int = 1536, attn_dropout: float = 0.0) -> nn.Module:
     """SimpleViT (Beyer et al. 2022): patch 4, dim 384, depth 7, heads 6 (head dim 64), MLP 1536.
 
     Fixed 2-D sin-cos position embedding, no class token, global average pooling, LayerNorm ->
     Linear head. The head is not zero-initialised as in big_vision, so that gradients reach the
     whole network from the first step.
     """
-    s = _sizes(dict(patch_size=4, dim=384, depth=7, heads=6, mlp_dim=1536, attn_dropout=0.0), kwargs)
-    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=s["patch_size"],
-               dim=s["dim"], depth=s["depth"], heads=s["heads"], dim_head=s["dim"] // s["heads"],
-               mlp_dim=s["mlp_dim"], pool="mean", pos="sincos", dropout=dropout, attn_dropout=s["attn_dropout"],
-               drop_path=drop_path)
+    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=patch_size,
+               dim=dim, depth=depth, heads=heads, dim_head=dim // heads, mlp_dim=mlp_dim, pool="mean",
+               pos="sincos", dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path)
 
 
+@register_model("vit_spt_lsa", about="ViT with Shifted Patch Tokenization + Locality Self-Attention (Lee et al. "
+                                     "2021), its CIFAR size: dim 192, depth 9, 12 heads of 16, MLP 384",
+                sizes=_PATCHES)
 def build_vit_spt_lsa(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-                      drop_path: float = 0.0, **kwargs) -> nn.Module:
+                      drop_path: float = 0.0, patch_size: int = 4, dim: int = 192, depth: int = 9, heads: int = 12,
+                      dim_head: int = 16, mlp_dim: int = 384, attn_dropout: float = 0.0) -> nn.Module:
     """ViT with SPT + LSA (Lee et al. 2021), the paper's CIFAR ViT: patch 4, dim 192, depth 9,
     12 heads of dim 16, MLP 384 (ratio 2), class token, learned position embedding.
 
     As in the official code: qkv without bias, one learnable temperature per head, the diagonal
     mask also covers the class token. (The paper trains with drop_path 0.1.)
     """
-    s = _sizes(dict(patch_size=4, dim=192, depth=9, heads=12, dim_head=16, mlp_dim=384, attn_dropout=0.0), kwargs)
-    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=s["patch_size"],
-               dim=s["dim"], depth=s["depth"], heads=s["heads"], dim_head=s["dim_head"], mlp_dim=s["mlp_dim"],
-               pool="cls", pos="learned", spt=True, lsa=True, qkv_bias=False, dropout=dropout,
-               attn_dropout=s["attn_dropout"], drop_path=drop_path)
+    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=patch_size,
+               dim=dim, depth=depth, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, pool="cls", pos="learned",
+               spt=True, lsa=True, qkv_bias=False, dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path)
 
 
+@register_model("vit_dyt", about="ViT-CIFAR size (standard maths) with DynamicTanh instead of LayerNorm "
+                                 "(Zhu et al. 2025)", sizes=_PATCHES)
 def build_vit_dyt(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-                  drop_path: float = 0.0, **kwargs) -> nn.Module:
+                  drop_path: float = 0.0, patch_size: int = 4, dim: int = 384, depth: int = 7, heads: int = 12,
+                  mlp_dim: int = 384, alpha_init: float = 0.5, attn_dropout: float = 0.0) -> nn.Module:
     """Pre-norm ViT with every LayerNorm replaced by DynamicTanh (Zhu et al. 2025), at the
     ViT-CIFAR size: patch 4, dim 384, depth 7, 12 heads (head dim 32), MLP 384, class token,
     learned position embedding. alpha is initialised to 0.5 (the paper's value for ViTs)."""
-    s = _sizes(dict(patch_size=4, dim=384, depth=7, heads=12, mlp_dim=384, alpha_init=0.5, attn_dropout=0.0),
-               kwargs)
 
-    def norm(dim):
-        return DynamicTanh(dim, s["alpha_init"])
+    def norm(d):
+        return DynamicTanh(d, alpha_init)
 
-    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=s["patch_size"],
-               dim=s["dim"], depth=s["depth"], heads=s["heads"], dim_head=s["dim"] // s["heads"],
-               mlp_dim=s["mlp_dim"], pool="cls", pos="learned", norm=norm, dropout=dropout,
-               attn_dropout=s["attn_dropout"], drop_path=drop_path)
+    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=patch_size,
+               dim=dim, depth=depth, heads=heads, dim_head=dim // heads, mlp_dim=mlp_dim, pool="cls",
+               pos="learned", norm=norm, dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path)
 
 
 # --------------------------------------------------------------------------- CaiT
@@ -424,8 +455,13 @@ class CaiT(nn.Module):
         return self.head(self.head_drop(x[:, 0]))
 
 
+@register_model("cait", about="CaiT-XXS24 (Touvron et al. 2021) with 4x4 patches, no talking heads: dim 192, "
+                             "24 + 2 class-attention layers, 4 heads; not kentaroy47's cait: see k47_cait",
+                sizes=_PATCHES)
 def build_cait(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-               drop_path: float = 0.0, **kwargs) -> nn.Module:
+               drop_path: float = 0.0, patch_size: int = 4, dim: int = 192, depth: int = 24, cls_depth: int = 2,
+               heads: int = 4, mlp_ratio: float = 4.0, layer_scale: float = 1e-5,
+               attn_dropout: float = 0.0) -> nn.Module:
     """CaiT-XXS24 with 4x4 patches: dim 192, 24 self-attention + 2 class-attention layers, 4 heads
     (head dim 48), MLP ratio 4, LayerScale init 1e-5 (the paper's value for depth 24).
 
@@ -433,10 +469,9 @@ def build_cait(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dro
     softmax, which the fused SDPA kernel cannot do (the paper credits it with a small gain).
     As in the paper, every block gets the same drop_path rate.
     """
-    s = _sizes(dict(patch_size=4, dim=192, depth=24, cls_depth=2, heads=4, mlp_ratio=4.0, layer_scale=1e-5,
-                    attn_dropout=0.0), kwargs)
     return CaiT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
-                drop_path=drop_path, **s)
+                drop_path=drop_path, patch_size=patch_size, dim=dim, depth=depth, cls_depth=cls_depth, heads=heads,
+                mlp_ratio=mlp_ratio, layer_scale=layer_scale, attn_dropout=attn_dropout)
 
 
 # --------------------------------------------------------------------------- Swin
@@ -521,8 +556,13 @@ class SwinCIFAR(SwinTransformer):
         return self.head(self.head_drop(x.mean(dim=(1, 2))))
 
 
+@register_model("swin_t", about="Swin-T (Liu et al. 2021) for 32x32: patch 2, window 4, dim 96, depths "
+                               "(2, 2, 6, 2)",
+                sizes=dict(multiple=lambda o: o["patch_size"] * 2 ** (len(o["depths"]) - 1)))
 def build_swin_t(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-                 drop_path: float = 0.0, **kwargs) -> nn.Module:
+                 drop_path: float = 0.0, patch_size: int = 2, embed_dim: int = 96, depths: tuple = (2, 2, 6, 2),
+                 num_heads: tuple = (3, 6, 12, 24), window_size: int = 4, mlp_ratio: float = 4.0,
+                 attn_dropout: float = 0.0) -> nn.Module:
     """Swin-T for 32x32: patch 2 (not 4), window 4 (not 7), embed dim 96, depths (2, 2, 6, 2),
     heads (3, 6, 12, 24), MLP ratio 4; the four stages are 16, 8, 4, 2 tokens a side.
 
@@ -530,10 +570,9 @@ def build_swin_t(num_classes: int, image_size: int = 32, in_chans: int = 3, *, d
     window, and stage 4 (2x2) one 2x2 window (smaller relative-position table). The attention runs
     through SDPA (torchvision writes the softmax out).
     """
-    s = _sizes(dict(patch_size=2, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=4,
-                    mlp_ratio=4.0, attn_dropout=0.0), kwargs)
     return SwinCIFAR(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
-                     drop_path=drop_path, **s)
+                     drop_path=drop_path, patch_size=patch_size, embed_dim=embed_dim, depths=depths,
+                     num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio, attn_dropout=attn_dropout)
 
 
 # --------------------------------------------------------------------------- MLP-Mixer
@@ -563,7 +602,7 @@ class MLPMixer(nn.Module):
         num_patches = (image_size // patch_size) ** 2
         self.stem = PatchEmbed(in_chans, dim, patch_size)
         self.blocks = nn.Sequential(*[MixerBlock(num_patches, dim, token_mlp_dim, channel_mlp_dim, p)
-                                      for p in _drop_rates(drop_path, depth)])
+                                      for p in drop_path_rates(drop_path, depth)])
         self.norm = nn.LayerNorm(dim)
         self.head_drop = nn.Dropout(dropout)
         self.head = nn.Linear(dim, num_classes)
@@ -574,13 +613,16 @@ class MLPMixer(nn.Module):
         return self.head(self.head_drop(x))
 
 
+@register_model("mlp_mixer", about="MLP-Mixer (Tolstikhin et al. 2021) for CIFAR: patch 4, dim 512, depth 8",
+                sizes=_PATCHES)
 def build_mlp_mixer(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-                    drop_path: float = 0.0, **kwargs) -> nn.Module:
+                    drop_path: float = 0.0, patch_size: int = 4, dim: int = 512, depth: int = 8,
+                    token_mlp_dim: int = 256, channel_mlp_dim: int = 2048) -> nn.Module:
     """MLP-Mixer for CIFAR: patch 4 (64 patches), dim 512, depth 8, token MLP 256, channel MLP 2048.
     The token MLP acts on the patch axis, so its size follows image_size."""
-    s = _sizes(dict(patch_size=4, dim=512, depth=8, token_mlp_dim=256, channel_mlp_dim=2048), kwargs)
     return MLPMixer(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
-                    drop_path=drop_path, **s)
+                    drop_path=drop_path, patch_size=patch_size, dim=dim, depth=depth, token_mlp_dim=token_mlp_dim,
+                    channel_mlp_dim=channel_mlp_dim)
 
 
 # --------------------------------------------------------------------------- ConvMixer
@@ -603,21 +645,26 @@ def ConvMixer(*, num_classes, in_chans, dim, depth, kernel_size, patch_size, dro
         nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size), nn.GELU(), nn.BatchNorm2d(dim),
         *[nn.Sequential(
             Residual(nn.Sequential(
-                # padding k//2 = "same" for the odd kernels used here, written out so ONNX export is plain
-                nn.Conv2d(dim, dim, kernel_size, groups=dim, padding=kernel_size // 2), nn.GELU(),
+                # "same": k//2 written out for odd kernels so ONNX export is plain; an even kernel
+                # (k47_convmixer's 8) needs the asymmetric padding only "same" gives
+                nn.Conv2d(dim, dim, kernel_size, groups=dim, padding=kernel_size // 2 if kernel_size % 2 else "same"),
+                nn.GELU(),
                 nn.BatchNorm2d(dim)), drop_path=p),
             nn.Conv2d(dim, dim, kernel_size=1), nn.GELU(), nn.BatchNorm2d(dim))
-          for p in _drop_rates(drop_path, depth)],
+          for p in drop_path_rates(drop_path, depth)],
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(dim, num_classes))
 
 
+@register_model("convmixer", about="ConvMixer-256/8 (Trockman & Kolter 2022), its CIFAR settings: kernel 5, "
+                                  "patch 2; not kentaroy47's convmixer: see k47_convmixer", sizes=_PATCHES)
 def build_convmixer(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-                    drop_path: float = 0.0, **kwargs) -> nn.Module:
+                    drop_path: float = 0.0, dim: int = 256, depth: int = 8, kernel_size: int = 5,
+                    patch_size: int = 2) -> nn.Module:
     """ConvMixer-256/8 with the paper's CIFAR-10 settings: kernel 5, patch 2 (about 0.59M parameters).
     drop_path (default 0, not in the paper) drops the residual depthwise branch."""
-    s = _sizes(dict(dim=256, depth=8, kernel_size=5, patch_size=2), kwargs)
-    _check_divisible(image_size, s["patch_size"], "ConvMixer")
-    return ConvMixer(num_classes=num_classes, in_chans=in_chans, dropout=dropout, drop_path=drop_path, **s)
+    _check_divisible(image_size, patch_size, "ConvMixer")
+    return ConvMixer(num_classes=num_classes, in_chans=in_chans, dropout=dropout, drop_path=drop_path, dim=dim,
+                     depth=depth, kernel_size=kernel_size, patch_size=patch_size)
 
 
 # --------------------------------------------------------------------------- MobileViT
@@ -661,7 +708,7 @@ class MobileViTBlock(nn.Module):
                                    nn.Conv2d(channels, dim, 1, bias=False))
         self.transformer = nn.Sequential(*[
             Block(dim, heads, dim // heads, mlp_dim, act=nn.SiLU, dropout=dropout, attn_dropout=attn_dropout,
-                  drop_path=p) for p in _drop_rates(drop_path, depth)])
+                  drop_path=p) for p in drop_path_rates(drop_path, depth)])
         self.norm = nn.LayerNorm(dim)
         self.proj = conv_bn_act(dim, channels, 1)
         self.fusion = conv_bn_act(2 * channels, channels, 3)
@@ -706,8 +753,13 @@ class MobileViT(nn.Module):
         return self.head(self.head_drop(x))
 
 
+@register_model("mobilevit_xxs", about="MobileViT-XXS (Mehta & Rastegari 2022), stem stride 1 for 32x32",
+                sizes=dict(multiple=lambda o: 16 * o["stem_stride"] * o["patch_size"]))
 def build_mobilevit_xxs(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-                        drop_path: float = 0.0, **kwargs) -> nn.Module:
+                        drop_path: float = 0.0, dims: tuple = (64, 80, 96),
+                        channels: tuple = (16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 320), depths: tuple = (2, 4, 3),
+                        heads: int = 4, expansion: int = 2, patch_size: int = 2, stem_stride: int = 1,
+                        attn_dropout: float = 0.0) -> nn.Module:
     """MobileViT-XXS (layout of apple/ml-cvnets): transformer dims (64, 80, 96) with depths (2, 4, 3),
     4 heads, FFN 2x dim, channels (16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 320), MV2 expansion 2,
     2x2 patches.
@@ -717,10 +769,9 @@ def build_mobilevit_xxs(num_classes: int, image_size: int = 32, in_chans: int = 
     patches (the last block's attention has a single token and acts as a per-pixel MLP).
     The paper's classifier dropout is 0.1: pass dropout=0.1.
     """
-    s = _sizes(dict(dims=(64, 80, 96), channels=(16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 320), depths=(2, 4, 3),
-                    heads=4, expansion=2, patch_size=2, stem_stride=1, attn_dropout=0.0), kwargs)
     return MobileViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
-                     drop_path=drop_path, **s)
+                     drop_path=drop_path, dims=dims, channels=channels, depths=depths, heads=heads,
+                     expansion=expansion, patch_size=patch_size, stem_stride=stem_stride, attn_dropout=attn_dropout)
 
 
 # --------------------------------------------------------------------------- CCT
@@ -784,7 +835,7 @@ class CCT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, dim))
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.Sequential(*[CCTBlock(dim, heads, int(dim * mlp_ratio), dropout, attn_dropout, p)
-                                      for p in _drop_rates(drop_path, depth)])
+                                      for p in drop_path_rates(drop_path, depth)])
         self.norm = nn.LayerNorm(dim)
         self.pool = SeqPool(dim)
         self.head_drop = nn.Dropout(dropout)
@@ -801,8 +852,11 @@ class CCT(nn.Module):
         return self.head(self.head_drop(x))
 
 
+@register_model("cct_7_3x1", about="CCT-7/3x1 (Hassani et al. 2021): one 3x3 conv tokenizer, 7 layers, dim 256, "
+                                  "sequence pooling", sizes=dict(minimum=1))
 def build_cct_7_3x1(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
-                    drop_path: float = 0.0, **kwargs) -> nn.Module:
+                    drop_path: float = 0.0, dim: int = 256, depth: int = 7, heads: int = 4, mlp_ratio: float = 2.0,
+                    kernel_size: int = 3, n_conv_layers: int = 1, attn_dropout: float = 0.0) -> nn.Module:
     """CCT-7/3x1: one 3x3 conv (stride 1, padding 1, no bias) + ReLU + maxpool 3/2 tokenizer
     (256 tokens at 32x32), dim 256, 7 layers, 4 heads, MLP ratio 2, learned position embedding,
     sequence pooling. 3.76M parameters on CIFAR-10, as published.
@@ -810,20 +864,248 @@ def build_cct_7_3x1(num_classes: int, image_size: int = 32, in_chans: int = 3, *
     The paper's recipe uses stochastic depth 0.1 and attention dropout 0.1: pass drop_path=0.1,
     attn_dropout=0.1 (the defaults here are 0, like every other model of the zoo).
     """
-    s = _sizes(dict(dim=256, depth=7, heads=4, mlp_ratio=2.0, kernel_size=3, n_conv_layers=1, attn_dropout=0.0),
-               kwargs)
     return CCT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
-               drop_path=drop_path, **s)
+               drop_path=drop_path, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, kernel_size=kernel_size,
+               n_conv_layers=n_conv_layers, attn_dropout=attn_dropout)
 
 
-MODELS = {
-    "simple_vit": build_simple_vit,
-    "vit_spt_lsa": build_vit_spt_lsa,
-    "vit_dyt": build_vit_dyt,
-    "cait": build_cait,
-    "swin_t": build_swin_t,
-    "mlp_mixer": build_mlp_mixer,
-    "convmixer": build_convmixer,
-    "mobilevit_xxs": build_mobilevit_xxs,
-    "cct_7_3x1": build_cct_7_3x1,
-}
+# --------------------------------------------------------------------------- kentaroy47/vision-transformers-cifar10
+#
+# Its train_cifar10.py builds lucidrains/vit-pytorch networks (copied into its models/) with
+# --patch 4, --dimhead 512 (the width, despite the name), image size 32 and dim_head 64 (lucidrains'
+# default, so the attention width is heads * 64, not dim). The names below are its --net names.
+
+# lucidrains' SPT pads (1, -1, 0, 0), (-1, 1, 0, 0), (0, 0, 1, -1), (0, 0, -1, 1): one pixel right,
+# left, down, up; as (dy, dx) offsets of ShiftedPatchTokenization.with_shifts.
+K47_SPT_SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def k47_layer_scale(layer):
+    """lucidrains CaiT's LayerScale init for the layer-th layer (from 1) of each of its two stacks:
+    0.1 up to 18, 1e-5 up to 24, then 1e-6 (the paper's values by *total* depth, applied per layer)."""
+    return 0.1 if layer <= 18 else 1e-5 if layer <= 24 else 1e-6
+
+
+class TalkingHeadsAttention(nn.Module):
+    """lucidrains CaiT's attention: queries from x, keys and values from [x, context] (context None:
+    self-attention), and talking heads (Shazeer et al. 2020): the attention logits are mixed across
+    heads by a learned heads x heads matrix before the softmax, and the weights by another after it.
+    The mixing needs the softmax written out (no SDPA). No biases on q, k, v, as lucidrains."""
+
+    def __init__(self, dim, heads, dim_head, dropout=0.0):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.q = nn.Linear(dim, inner, bias=False)
+        self.kv = nn.Linear(dim, 2 * inner, bias=False)
+        # N(0, 1) as lucidrains: the heads start fully mixed, not as the identity
+        self.mix_pre = nn.Parameter(torch.randn(heads, heads))
+        self.mix_post = nn.Parameter(torch.randn(heads, heads))
+        self.proj = nn.Linear(inner, dim)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x, context=None):
+        B, N, _ = x.shape
+        kv = x if context is None else torch.cat([x, context], dim=1)
+        h, d = self.heads, self.dim_head
+        q = self.q(x).view(B, N, h, d).transpose(1, 2)
+        k, v = self.kv(kv).view(B, kv.shape[1], 2, h, d).permute(2, 0, 3, 1, 4)
+        dots = torch.einsum("bhij,hg->bgij", (q @ k.transpose(-2, -1)) * d ** -0.5, self.mix_pre)
+        attn = torch.einsum("bhij,hg->bgij", dots.softmax(dim=-1), self.mix_post)
+        return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(B, N, h * d)))
+
+
+class K47CaiTLayer(nn.Module):
+    """x + LayerScale(attention(norm(x), context)), then x + LayerScale(MLP(norm(x))).
+
+    As lucidrains: in a class-attention layer only x (the class token) is normalised; the patch
+    tokens it attends to (the context) enter un-normalised."""
+
+    def __init__(self, dim, heads, dim_head, mlp_dim, layer_scale, dropout=0.0, drop_path=0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = TalkingHeadsAttention(dim, heads, dim_head, dropout)
+        self.ls1 = LayerScale(dim, layer_scale)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.ls2 = LayerScale(dim, layer_scale)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x, context=None):
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), context)))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class K47CaiT(nn.Module):
+    """lucidrains' CaiT: `depth` self-attention layers over the patches (learned position embedding,
+    no class token), then `cls_depth` layers in which a class token attends to [itself, patches];
+    LayerNorm + Linear on the class token. PyTorch's default init, cls and positions ~ N(0, 1)."""
+
+    def __init__(self, *, num_classes, image_size, in_chans, patch_size, dim, depth, cls_depth, heads, dim_head,
+                 mlp_dim, dropout=0.0, emb_dropout=0.0, drop_path=0.0):
+        super().__init__()
+        _check_divisible(image_size, patch_size, "CaiT")
+        self.patch_embed = PatchEmbed(in_chans, dim, patch_size)
+        self.pos_embed = nn.Parameter(torch.randn(1, (image_size // patch_size) ** 2, dim))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_drop = nn.Dropout(emb_dropout)
+
+        def layers(n):
+            return nn.ModuleList([K47CaiTLayer(dim, heads, dim_head, mlp_dim, k47_layer_scale(i + 1), dropout,
+                                               drop_path) for i in range(n)])
+
+        self.blocks = layers(depth)
+        self.cls_blocks = layers(cls_depth)
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
+
+    def forward(self, x):
+        x = self.pos_drop(self.patch_embed(x) + self.pos_embed)
+        for blk in self.blocks:
+            x = blk(x)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        for blk in self.cls_blocks:
+            cls = blk(cls, context=x)
+        return self.head(cls[:, 0])
+
+
+def _k47_vit(num_classes, image_size, in_chans, *, spt, **kw):
+    """lucidrains' ViT / vit_for_small_dataset as the zoo's ViT: class token, learned positions, no bias on
+    q, k, v, dropout in attention output and MLP, no dropout before the head, PyTorch's init."""
+    extra = dict(spt=True, spt_shifts=K47_SPT_SHIFTS, lsa=True, temperature="shared_log") if spt else {}
+    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, pool="cls", pos="learned",
+               qkv_bias=False, head_dropout=0.0, init="torch", **extra, **kw)
+
+
+@register_model("k47_vit", about="kentaroy47 `--net vit`: lucidrains ViT, dim 512, depth 6, 8 heads x 64, MLP 512, "
+                                 "dropout 0.1; not our vit (ViT-CIFAR)", sizes=_PATCHES)
+def build_k47_vit(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.1,
+                  emb_dropout: float = 0.1, drop_path: float = 0.0, patch_size: int = 4, dim: int = 512,
+                  depth: int = 6, heads: int = 8, dim_head: int = 64, mlp_dim: int = 512) -> nn.Module:
+    """kentaroy47's `--net vit`: lucidrains' ViT(dim=512, depth=6, heads=8, mlp_dim=512, dropout=0.1,
+    emb_dropout=0.1) with dim_head 64, patch 4: 9.52M parameters at 10 classes. Class token and
+    learned positions ~ N(0, 1), no bias on q, k, v, PyTorch's default init.
+
+    Where ours differs from theirs (none of it changes the parameter count): attention through
+    SDPA (the same maths); the patch Linear is a stride-p conv (the same map on the same patches,
+    and PyTorch's default init draws both from the same distribution); the head's LayerNorm is
+    applied to every token before the class token is taken (the same output); `drop_path`
+    (stochastic depth, default 0) is ours; in_chans other than 3 is allowed.
+    """
+    return _k47_vit(num_classes, image_size, in_chans, spt=False, patch_size=patch_size, dim=dim, depth=depth,
+                    heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, dropout=dropout, emb_dropout=emb_dropout,
+                    drop_path=drop_path)
+
+_K47_SMALL = ("lucidrains ViT for small datasets (1-pixel shifted patch tokens + LSA), dim 512, depth {}, "
+              "{} heads x 64, MLP {}, dropout 0.1; not our DeiT-size {}")
+
+
+@register_model("k47_vit_small", about="kentaroy47 `--net vit_small`: " + _K47_SMALL.format(6, 8, 512, "vit_small"),
+                sizes=_PATCHES)
+def build_k47_vit_small(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.1,
+                        emb_dropout: float = 0.1, drop_path: float = 0.0, patch_size: int = 4, dim: int = 512,
+                        depth: int = 6, heads: int = 8, dim_head: int = 64, mlp_dim: int = 512) -> nn.Module:
+    """kentaroy47's `--net vit_small`: lucidrains' vit_for_small_dataset ViT(dim=512, depth=6, heads=8,
+    mlp_dim=512, dropout=0.1, emb_dropout=0.1), dim_head 64, patch 4: 9.62M parameters at 10 classes.
+
+    Shifted patch tokens: the image and four copies shifted by ONE pixel right, left, down and up
+    (not the paper's half patch along the diagonals, as vit_spt_lsa) -> patches -> LayerNorm ->
+    Linear. Locality self-attention: the diagonal masked, and ONE learned temperature for all
+    heads, kept as its logarithm (init log(1/8)), where the paper's code has one per head.
+
+    Where ours differs from theirs: the diagonal is masked with -inf where theirs fills the most
+    negative float (the same softmax); attention through SDPA; the head's LayerNorm is applied to
+    every token before the class token is taken (the same output); `drop_path` (default 0) is ours.
+    """
+    return _k47_vit(num_classes, image_size, in_chans, spt=True, patch_size=patch_size, dim=dim, depth=depth,
+                    heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, dropout=dropout, emb_dropout=emb_dropout,
+                    drop_path=drop_path)
+
+
+@register_model("k47_vit_tiny", about="kentaroy47 `--net vit_tiny`: " + _K47_SMALL.format(4, 6, 256, "vit_tiny"),
+                sizes=_PATCHES)
+def build_k47_vit_tiny(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.1,
+                       emb_dropout: float = 0.1, drop_path: float = 0.0, patch_size: int = 4, dim: int = 512,
+                       depth: int = 4, heads: int = 6, dim_head: int = 64, mlp_dim: int = 256) -> nn.Module:
+    """kentaroy47's `--net vit_tiny`: k47_vit_small's network with depth 4, heads 6 (x 64 = 384 wide
+    attention in a 512 wide model), mlp_dim 256: 4.37M parameters at 10 classes."""
+    return build_k47_vit_small(num_classes, image_size, in_chans, dropout=dropout, emb_dropout=emb_dropout,
+                               drop_path=drop_path, patch_size=patch_size, dim=dim, depth=depth, heads=heads,
+                               dim_head=dim_head, mlp_dim=mlp_dim)
+
+
+@register_model("k47_simplevit", about="kentaroy47 `--net simplevit`: lucidrains SimpleViT, dim 512, depth 6, "
+                                       "8 heads x 64, MLP 512", sizes=_PATCHES)
+def build_k47_simplevit(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                        drop_path: float = 0.0, patch_size: int = 4, dim: int = 512, depth: int = 6, heads: int = 8,
+                        dim_head: int = 64, mlp_dim: int = 512) -> nn.Module:
+    """kentaroy47's `--net simplevit`: lucidrains' SimpleViT(dim=512, depth=6, heads=8, mlp_dim=512),
+    dim_head 64, patch 4: 9.49M parameters at 10 classes.
+
+    The version in that repository: 2-D sin-cos positions, no class token, pre-norm blocks with no
+    bias on q, k, v nor on the attention output, no final LayerNorm in the transformer: the tokens
+    are averaged, then LayerNorm -> Linear. (This differs from our simple_vit: 384 wide, head dim
+    dim / heads, biases, LayerNorm before the pooling.) PyTorch's default init.
+
+    Where ours differs from theirs: attention through SDPA; the patch Linear is a stride-p conv (the
+    same map); theirs has no dropout at all: `dropout` and `drop_path` are ours, 0 by default
+    (dropout goes in the attention output and the MLP, never before the head).
+    """
+    return ViT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=patch_size, dim=dim,
+               depth=depth, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, pool="mean", pos="sincos",
+               qkv_bias=False, proj_bias=False, norm_after_pool=True, dropout=dropout, head_dropout=0.0,
+               drop_path=drop_path, init="torch")
+
+
+@register_model("k47_cait", about="kentaroy47 `--net cait`: lucidrains CaiT with talking heads, dim 512, 6 + 2 "
+                                  "class-attention layers, 8 heads x 64, MLP 512; not our cait (CaiT-XXS24)",
+                sizes=_PATCHES)
+def build_k47_cait(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.1,
+                   emb_dropout: float = 0.1, drop_path: float = 0.05, patch_size: int = 4, dim: int = 512,
+                   depth: int = 6, cls_depth: int = 2, heads: int = 8, dim_head: int = 64,
+                   mlp_dim: int = 512) -> nn.Module:
+    """kentaroy47's `--net cait`: lucidrains' CaiT(dim=512, depth=6, cls_depth=2, heads=8, mlp_dim=512,
+    dropout=0.1, emb_dropout=0.1, layer_dropout=0.05), dim_head 64, patch 4: 12.69M parameters at
+    10 classes. (lucidrains' README example has heads=16; kentaroy47's train_cifar10.py passes 8.)
+
+    Unlike our cait (CaiT-XXS24 without talking heads): talking-heads attention, LayerScale 0.1 in
+    every layer (lucidrains' rule by layer index), q / k / v without bias, the class-attention
+    layers normalise only the class token, and no final norm over all tokens (LayerNorm -> Linear on
+    the class token).
+
+    Where ours differs from theirs: `layer_dropout` 0.05 is our `drop_path` 0.05 in every layer:
+    each residual branch dropped per sample and rescaled by 1/keep, in training only. Theirs draws,
+    per batch, whole layers to skip (without rescaling) - in eval mode as well, which makes its
+    evaluation random. in_chans other than 3 is allowed (theirs hard-codes 3).
+    """
+    return K47CaiT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, patch_size=patch_size,
+                   dim=dim, depth=depth, cls_depth=cls_depth, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim,
+                   dropout=dropout, emb_dropout=emb_dropout, drop_path=drop_path)
+
+
+@register_model("k47_cait_small", about="kentaroy47 `--net cait_small`: lucidrains CaiT with talking heads, dim 512, "
+                                        "6 + 2 class-attention layers, 6 heads x 64, MLP 256", sizes=_PATCHES)
+def build_k47_cait_small(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.1,
+                         emb_dropout: float = 0.1, drop_path: float = 0.05, patch_size: int = 4, dim: int = 512,
+                         depth: int = 6, cls_depth: int = 2, heads: int = 6, dim_head: int = 64,
+                         mlp_dim: int = 256) -> nn.Module:
+    """kentaroy47's `--net cait_small`: k47_cait's network with heads 6 (x 64 = 384 wide attention in a
+    512 wide model) and mlp_dim 256: 8.49M parameters at 10 classes."""
+    return build_k47_cait(num_classes, image_size, in_chans, dropout=dropout, emb_dropout=emb_dropout,
+                          drop_path=drop_path, patch_size=patch_size, dim=dim, depth=depth, cls_depth=cls_depth,
+                          heads=heads, dim_head=dim_head, mlp_dim=mlp_dim)
+
+
+@register_model("k47_convmixer", about="kentaroy47 `--net convmixer`: ConvMixer-256/16, kernel 8, patch 1; not our "
+                                       "convmixer (256/8, kernel 5, patch 2)", sizes=_PATCHES)
+def build_k47_convmixer(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                        drop_path: float = 0.0, dim: int = 256, depth: int = 16, kernel_size: int = 8,
+                        patch_size: int = 1) -> nn.Module:
+    """kentaroy47's `--net convmixer` (its --convkernel 8): ConvMixer(256, 16, kernel_size=8, patch_size=1),
+    1.34M parameters at 10 classes: the paper's listing, as our convmixer, at another size. The
+    depthwise convs pad "same" (asymmetric for the even kernel, as theirs).
+
+    Where ours differs from theirs: `dropout` before the head and `drop_path` on the residual
+    branch are ours, 0 by default (theirs has neither); in_chans other than 3 is allowed.
+    """
+    return build_convmixer(num_classes, image_size, in_chans, dropout=dropout, drop_path=drop_path, dim=dim,
+                           depth=depth, kernel_size=kernel_size, patch_size=patch_size)

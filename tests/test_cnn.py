@@ -3,7 +3,8 @@ Tests for cnn.py, the reference CNNs. All on CPU with tiny batches.
 
 EXPECTED_PARAMS pins the parameter count of every registered model (num_classes=10,
 image_size=32, in_chans=3), so an accidental change of architecture fails loudly.
-Where a published figure exists it is noted next to the count.
+Where a published figure exists it is noted next to the count. OPTIONS pins the
+options each family accepts (and so refuses the rest).
 """
 
 import inspect
@@ -14,8 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
+import models
 from cnn import (
-    MODELS,
     BasicBlock,
     Bottleneck,
     PreActBlock,
@@ -23,6 +24,10 @@ from cnn import (
     ShakeDrop,
     build_pyramidnet,
 )
+from utils import UserError
+
+# The CNNs of the registry, callable as MODELS[name](num_classes, image_size, in_chans, **options).
+MODELS = {n: models.MODELS.get(n) for n in models.model_names() if models.MODELS.get(n).builder.__module__ == "cnn"}
 
 EXPECTED_PARAMS = {
     "cnn": 94_762,
@@ -56,6 +61,18 @@ EXPECTED_PARAMS = {
     "convnext_small": 49_458_922,
     "convnext_base": 87_572_106,
     "convnext_large": 196_238_794,
+}
+
+RESNET_OPTIONS = {"dropout", "drop_path", "bottleneck", "zero_init_residual", "se"}
+OPTIONS = {  # by builder
+    "cnn": {"dropout"},
+    "resnet": RESNET_OPTIONS,
+    "preact_resnet": RESNET_OPTIONS,
+    "wide_resnet": {"dropout", "drop_path", "block_dropout"},
+    "pyramidnet": {"dropout", "shakedrop"},
+    "vgg": {"dropout"},
+    "efficientnetv2": {"dropout", "drop_path"},
+    "convnext": {"dropout", "drop_path"},
 }
 
 # cheap models that between them cover every family
@@ -92,20 +109,26 @@ def test_registry_is_complete():
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_builder_signature(name):
-    sig = inspect.signature(MODELS[name])
-    params = sig.parameters
-    assert list(params)[:3] == ["num_classes", "image_size", "in_chans"]
-    assert params["num_classes"].default is inspect.Parameter.empty
-    assert params["image_size"].default == 32
-    assert params["in_chans"].default == 3
+def test_builder_signature_and_options(name):
+    spec = MODELS[name]
+    params = list(inspect.signature(spec.builder).parameters.values())[len(spec.args):]
+    assert [p.name for p in params[:3]] == ["num_classes", "image_size", "in_chans"]
+    assert params[0].default is inspect.Parameter.empty
+    assert params[1].default == 32 and params[2].default == 3
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)  # nothing dropped silently
+    family = spec.builder.__name__.removeprefix("build_")
+    assert models.accepted_options(name) == OPTIONS[family]
     for kw in ("dropout", "drop_path"):
-        assert params[kw].kind is inspect.Parameter.KEYWORD_ONLY
-        assert params[kw].default == 0.0
-    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if kw in OPTIONS[family]:
+            p = next(p for p in params if p.name == kw)
+            assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.default == 0.0
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+# Over 80M parameters: several seconds each for a forward and backward on a small CPU.
+LARGE = {"convnext_base", "convnext_large", "efficientnetv2_l"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in MODELS])
 def test_forward_backward_and_param_count(name):
     torch.manual_seed(0)
     model = MODELS[name](10, image_size=32, in_chans=3)
@@ -142,11 +165,13 @@ def test_grayscale_and_larger_images(name):
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_final_dropout_and_foreign_kwargs(name):
-    # options meant for other models (a ViT's depth, a mixup alpha, ResNet options at
-    # their defaults) must be ignored, not change the architecture
-    model = MODELS[name](10, dropout=0.3, depth=6, alpha=1.0, variant="x", patch_size=4, bottleneck=None,
-                         zero_init_residual=False, se=False, no_such_option=123)
+def test_final_dropout_and_foreign_options(name):
+    # options meant for other models (a ViT's depth, patch size) are refused, not ignored;
+    # an option given as None counts as not given
+    for foreign in (dict(depth=6), dict(patch_size=4), dict(no_such_option=123)):
+        with pytest.raises(UserError):
+            models.build_model(name, 10, 32, 3, **foreign)
+    model = models.build_model(name, 10, 32, 3, dropout=0.3, drop_path=None, se=None, shakedrop=None)
     assert n_params(model) == EXPECTED_PARAMS[name]
     # dropout sits right before the final linear layer
     linear, before = last_linear_and_previous(model)
