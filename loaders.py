@@ -33,6 +33,15 @@ class Normalize:
         return x
 
 
+def repeat_order(order, repeats):
+    """Repeated augmentation (Hoffer et al. 2020; DeiT's RASampler): each drawn image appears
+    `repeats` times in a row, so one batch holds several augmentations of it; the epoch keeps
+    its length, so it sees len/repeats distinct images."""
+    if repeats <= 1:
+        return order
+    return order.repeat_interleave(repeats)[: len(order)]
+
+
 class DeviceSource:
     """Training batches drawn by index from uint8 tensors on the device, augmented there.
 
@@ -43,8 +52,9 @@ class DeviceSource:
     device, from its RNG, so no batch waits for a host-to-device copy.
     """
 
-    def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, rank=0, world_size=1):
+    def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, rank=0, world_size=1, repeats=1):
         self.x, self.y = x.to(device), y.to(device)
+        self.repeats = repeats
         self.batch_size, self.crop_padding, self.hflip = batch_size, crop_padding, hflip
         self.policy = policy.to(device) if policy is not None and hasattr(policy, "to") else policy
         self.rank, self.world_size = rank, world_size
@@ -69,7 +79,7 @@ class DeviceSource:
 
     def __iter__(self):
         order = torch.randperm(len(self.y), generator=self.order_generator, device=self.x.device)
-        order = order[self.rank::self.world_size][: self.per_rank]
+        order = repeat_order(order, self.repeats)[self.rank::self.world_size][: self.per_rank]
         n = self.batch_images
         for start in range(0, len(self) * n, n):
             idx = order[start:start + n]
@@ -103,8 +113,8 @@ class _SeededSampler(torch.utils.data.Sampler):
     """Yields (index, seed) pairs: an epoch's order, sharded per rank, and one seed per image.
     It runs in the main process, so persistent workers see each epoch's draws."""
 
-    def __init__(self, n, rank, world_size):
-        self.n, self.rank, self.world_size = n, rank, world_size
+    def __init__(self, n, rank, world_size, repeats=1):
+        self.n, self.rank, self.world_size, self.repeats = n, rank, world_size, repeats
         self.per_rank = n // world_size if world_size > 1 else n
         self.generator = torch.Generator()
 
@@ -112,7 +122,8 @@ class _SeededSampler(torch.utils.data.Sampler):
         return self.per_rank
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator)[self.rank::self.world_size][: self.per_rank]
+        order = torch.randperm(self.n, generator=self.generator)
+        order = repeat_order(order, self.repeats)[self.rank::self.world_size][: self.per_rank]
         seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)[self.rank::self.world_size]
         return iter(zip(order.tolist(), seeds.tolist()))
 
@@ -124,7 +135,8 @@ class WorkerSource:
     Like the original's DataLoader, the last batch of an epoch may be partial.
     """
 
-    def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, workers, rank=0, world_size=1):
+    def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, workers, rank=0, world_size=1,
+                 repeats=1):
         size = x.shape[-1]
         tf = [T.RandomCrop(size, padding=crop_padding)] if crop_padding > 0 else []
         tf += [T.RandomHorizontalFlip()] if hflip else []
@@ -132,7 +144,7 @@ class WorkerSource:
         tf += [T.PILToTensor()]
         self.dataset = _UInt8Dataset(x, y, T.Compose(tf))
         self.device, self.batch_size = device, batch_size
-        self.sampler = _SeededSampler(len(y), rank, world_size)
+        self.sampler = _SeededSampler(len(y), rank, world_size, repeats)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
             pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -195,13 +207,13 @@ class EvalLoader:
 
 
 def build_loaders(data, device, *, input_path, batch_size, eval_batch_size, input_size, crop_padding, hflip,
-                  seed, policies=(None, None), extras=(), workers=0, rank=0, world_size=1):
+                  seed, policies=(None, None), extras=(), workers=0, rank=0, world_size=1, repeats=1):
     """(train loader, per-epoch evaluation loader). `policies` is (PIL transform for the workers
     path, batched transform for the device path), as augment.build_policy returns them."""
     pil_policy, batch_policy = policies
     normalize = Normalize(data.mean, data.std, input_size, device)
     common = dict(batch_size=batch_size, crop_padding=crop_padding, hflip=hflip, device=device, rank=rank,
-                  world_size=world_size)
+                  world_size=world_size, repeats=repeats)
     on_device = input_path == "device"
     if on_device:
         source = DeviceSource(data.train_x, data.train_y, policy=batch_policy, **common)

@@ -10,6 +10,7 @@ after every epoch. See README for every flag.
 """
 import argparse
 import contextlib
+import copy
 import math
 import os
 import shutil
@@ -24,14 +25,14 @@ import torch.distributed as dist
 import vit
 from augment import build_extras, build_mixer, build_policy
 from criterions import CRITERIONS
-from data import DATASETS, load_data, epoch_seed
+from data import DATASETS, MODEL_KEYS, check_fingerprint, epoch_seed, fingerprint, load_data
 from loaders import build_loaders
 import protocol
 from engine import EMA, NonFiniteLoss, evaluate, train_one_epoch
 from evaluation import classification_report, ensemble, predict_logits
 from plot import plot_confusion, plot_run
 from loggers import CSVLogger, NullLogger, build_comet
-from models import MODELS, build_model
+from models import MODELS, build_model, check_image_size, check_options
 from pretrained import build_pretrained
 from optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from utils import (TEMP_PREFIX, UserError, atomic_save, run_command, count_parameters, load_checkpoint, pick_device, rng_state,
@@ -41,7 +42,7 @@ CHECKPOINT = "checkpoint.pt"
 # Flags that may change between a run and its --resume without changing what it computes.
 RESUMABLE_CHANGES = {"resume", "device", "workers", "api_key", "comet_offline", "progress", "log_interval", "save_every",
                      "eval_batch_size", "output_dir", "output_dir_given", "compile", "project_name", "data_dir",
-                     "off_benchmark", "input_size", "tta", "run_classes"}
+                     "off_benchmark", "input_size", "tta", "run_classes", "run_fingerprint", "eval_every"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,14 +94,18 @@ def get_args_parser():
     g.add_argument("--pretrained", default=None, metavar="PATH|hub",
                    help="for timm/<name> or tv/<name> backbones: weights from a local state dict, or 'hub' "
                         "(online); the head is replaced and images are resized to the backbone's input size")
-    g.add_argument("--vit-maths", default="original", choices=vit.MATHS,
-                   help="original: ViT-CIFAR's attention scale 1/sqrt(hidden) and GELU after the MLP; "
-                        "standard: 1/sqrt(head dim), no GELU after the MLP (README)")
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout inside the model (ViT: after attention and MLP layers; CNNs: before the head)")
-    g.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate, where the model has it")
-    g.add_argument("--shakedrop", type=float, default=0.5, help="PyramidNet: final ShakeDrop probability")
-    g.add_argument("--zero-init-residual", action="store_true", help="ResNets: zero the last BN of each block")
-    g.add_argument("--se", action="store_true", help="ResNets: squeeze-and-excitation blocks")
+    # Model options default to None, "not set": the model's own default applies, and a set
+    # option that the model does not take is an error (models.build_model), never ignored.
+    g.add_argument("--vit-maths", default=None, choices=vit.MATHS,
+                   help="ViT presets (default original): original is ViT-CIFAR's attention scale 1/sqrt(hidden) "
+                        "and GELU after the MLP; standard is 1/sqrt(head dim), no GELU after the MLP (README)")
+    g.add_argument("--dropout", type=float, default=None,
+                   help="dropout inside the model (the model's default, 0 for most; ViT: after attention and MLP "
+                        "layers; CNNs: before the head)")
+    g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate, where the model has it (default 0)")
+    g.add_argument("--shakedrop", type=float, default=None, help="PyramidNet: final ShakeDrop probability (default 0.5)")
+    g.add_argument("--zero-init-residual", action="store_true", default=None, help="ResNets: zero the last BN of each block")
+    g.add_argument("--se", action="store_true", default=None, help="ResNets: squeeze-and-excitation blocks")
 
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", default="adam", help="sgd, adam, adamw, rmsprop, adan, madgrad")
@@ -157,6 +162,8 @@ def get_args_parser():
                    help="with --mixup --cutmix: original applies CutMix only (as ViT-CIFAR did); "
                         "random picks one of them per batch")
     g.add_argument("--rcpaste", action="store_true", help="RandomCropPaste")
+    g.add_argument("--repeated-aug", type=int, default=1,
+                   help="repeated augmentation: each drawn image appears N times in a row in the epoch (DeiT's RASampler)")
     g.add_argument("--cutout", type=int, default=0, help="Cutout square side (0: off)")
     g.add_argument("--random-erasing", type=float, default=0.0, help="random erasing probability (0: off)")
 
@@ -177,6 +184,8 @@ def get_args_parser():
     g.add_argument("--weights", nargs="+", default=None, help="weights for --eval-only (several: ensembled)")
     g.add_argument("--tta", action="store_true", help="flip test-time augmentation in the final evaluation")
     g.add_argument("--skip-nonfinite", action="store_true", help="skip steps whose loss is not finite")
+    g.add_argument("--eval-every", type=int, default=1,
+                   help="evaluate every N epochs (the last epoch always); the other rows of metrics.csv are empty there")
     g.add_argument("--save-every", type=int, default=0,
                    help="write the checkpoint every N epochs and on the last (0: whenever it costs under 1%% "
                         "of the time since the last write)")
@@ -215,7 +224,8 @@ def resolve_args(args):
         _check(value >= 0, f"--{name} must not be negative, got {value}")
     for name in ("lr", "min_lr", "weight_decay", "momentum", "beta1", "beta2", "grad_clip", "smoothing", "dropout",
                  "drop_path", "sam_rho", "gamma", "mixup_alpha", "cutmix_beta", "random_erasing", "ema_decay"):
-        _check(math.isfinite(getattr(args, name)), f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
+        value = getattr(args, name)
+        _check(value is None or math.isfinite(value), f"--{name.replace('_', '-')} must be a finite number, got {value}")
     _check(0 <= args.seed < 2**63, f"--seed must be in [0, 2**63), got {args.seed}")
     _check(args.lr > 0, "--lr must be positive")
     _check(args.min_lr <= args.lr, f"--min-lr {args.min_lr} is above --lr {args.lr}")
@@ -228,7 +238,7 @@ def resolve_args(args):
            f"--lr-per-step: --warmup-epoch {args.warmup_epoch} must be below --max-epochs {args.max_epochs}")
     for name in ("smoothing", "dropout", "drop_path", "random_erasing", "ema_decay", "shakedrop"):
         value = getattr(args, name)
-        _check(0 <= value < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+        _check(value is None or 0 <= value < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
     _check(0 <= args.beta1 < 1 and 0 <= args.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
     _check(args.momentum >= 0, f"--momentum must not be negative, got {args.momentum}")
     _check(not (args.nesterov and args.momentum == 0), "--nesterov needs a positive --momentum")
@@ -256,6 +266,9 @@ def resolve_args(args):
     _check(not (args.val_split and args.folds), "choose --val-split or --folds, not both")
     _check(not (args.folds and args.seeds), "choose --folds or --seeds, not both (each starts its own set of runs)")
     _check(args.save_every >= 0, f"--save-every must not be negative, got {args.save_every}")
+    _check(args.eval_every >= 1, f"--eval-every must be positive, got {args.eval_every}")
+    _check(args.repeated_aug >= 1, f"--repeated-aug must be at least 1, got {args.repeated_aug}")
+    _check(args.eval_every == 1 or args.scheduler != "plateau", "--scheduler plateau needs --eval-every 1")
     _check(args.experiment_name is None or (args.experiment_name not in ("", ".", "..") and "/" not in args.experiment_name
                                             and os.sep not in args.experiment_name),
            f"--experiment-name {args.experiment_name!r} must be a plain folder name (no '/' or '..'); "
@@ -277,10 +290,11 @@ def resolve_args(args):
     if args.model_name in vit.PRESETS:
         _resolve_vit(args)
     else:
-        vit_only = [f for f in ("patch", "patch_size", "head", "num_layers", "hidden", "mlp_hidden")
-                    if getattr(args, f) is not None] + (["off_cls_token"] if args.off_cls_token else [])
-        _check(not vit_only, f"{', '.join('--' + f.replace('_', '-') for f in vit_only)} set the size of the ViT "
-                             f"presets ({', '.join(vit.PRESETS)}), not of {args.model_name}")
+        _check(args.patch is None, f"--patch (patches per side) is for the ViT presets ({', '.join(vit.PRESETS)}); "
+                                   f"use --patch-size with {args.model_name}")
+    if not pretrained:  # refuse options the model does not take, and sizes it cannot, before loading data
+        check_options(args.model_name, **model_options(args))
+        check_image_size(args.model_name, args.image_size, **model_options(args))
     args.input_size = args.image_size  # make_model changes it for a pretrained backbone
     args.experiment_name = args.experiment_name or experiment_name(args)
     if args.output_dir is None:
@@ -310,21 +324,20 @@ def _resolve_vit(args):
     _check(args.hidden % args.head == 0, f"--hidden {args.hidden} is not divisible by --head {args.head}")
 
 
-# Model option -> the flag that sets it. Only options whose flag the user changed from its
-# default reach the builder, and a builder refuses an option it does not take, so no flag is
-# silently ignored (the ViT size flags are filled in from the preset by _resolve_vit).
+# Model option -> the flag that sets it. Only options the user set (not None) reach the
+# builder, and a builder refuses an option it does not take, so no flag is silently ignored
+# (the ViT size flags are filled in from the preset by _resolve_vit).
 MODEL_FLAGS = {"dropout": "dropout", "drop_path": "drop_path", "patch_size": "patch_size", "num_layers": "num_layers",
                "hidden": "hidden", "mlp_hidden": "mlp_hidden", "head": "head", "cls_token": "off_cls_token",
                "maths": "vit_maths", "shakedrop": "shakedrop", "zero_init_residual": "zero_init_residual", "se": "se"}
 
 
 def model_options(args):
-    parser = get_args_parser()
-    options = {}
-    for option, flag in MODEL_FLAGS.items():
-        value = getattr(args, flag)
-        if value != parser.get_default(flag):
-            options[option] = (not value) if flag == "off_cls_token" else value
+    options = {option: getattr(args, flag) for option, flag in MODEL_FLAGS.items() if getattr(args, flag) is not None}
+    if args.off_cls_token:
+        options["cls_token"] = False
+    else:
+        options.pop("cls_token", None)
     return options
 
 
@@ -410,6 +423,7 @@ def adopt_run_config(args):
             setattr(args, key, config[key])
             setattr(args, "_adopted_" + key, path)
         args.run_classes = config.get("classes")
+        args.run_fingerprint = config.get("data_fingerprint")
         if args.output_dir_given and os.path.abspath(args.output_dir) == os.path.dirname(path):
             raise UserError(f"--eval-only would overwrite the training run's files in {args.output_dir}; "
                             f"choose another --output-dir")
@@ -428,6 +442,8 @@ def _tta(args):
 def run_eval_only(args, model, data, device, criterion):
     """Test-set report of one set of weights, or of the ensemble of several."""
     amp_dtype, _ = amp_setup(args, device)
+    check_fingerprint(getattr(args, "run_fingerprint", None), fingerprint(data, args.data_dir, args.dataset),
+                      "--eval-only", keys=MODEL_KEYS)
     run_classes = getattr(args, "run_classes", None)
     if run_classes is not None and run_classes != data.classes:
         raise UserError(f"--eval-only: the weights were trained on classes {', '.join(run_classes[:5])}"
@@ -471,17 +487,48 @@ def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, c
     return report
 
 
+def best_and_final(args, history, report, final, data, device, amp_dtype, out_dir):
+    """Both numbers users ask for: the final epoch's test accuracy and the best epoch's.
+
+    With --val-split the best epoch is chosen on validation, and its test accuracy is that of its
+    saved weights (model_best.pth); without, it is chosen on the per-epoch test accuracy itself,
+    which flatters the model, and the report says so."""
+    out = {"final_epoch": args.max_epochs, "final_test_acc": report["accuracy"]}
+    if data.val_y is not None:
+        rows = [r for r in history if not math.isnan(r["val_acc"])]
+        best = max(rows, key=lambda r: r["val_acc"])
+        best_path = os.path.join(out_dir, "model_best.pth")
+        if best["epoch"] == args.max_epochs or not os.path.exists(best_path):
+            acc = report["accuracy"]
+        else:
+            model = copy.deepcopy(final)
+            model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+            logits = predict_logits(model.to(device), data.test_x, data.mean, data.std, args.input_size, device,
+                                    args.eval_batch_size, tta=_tta(args), amp_dtype=amp_dtype)
+            acc = float((logits.argmax(-1) == data.test_y).float().mean())
+        out.update(best_epoch=best["epoch"], best_val_acc=best["val_acc"], best_test_acc=acc,
+                   best_chosen_on="validation")
+    else:
+        rows = [r for r in history if not math.isnan(r["test_acc"])]
+        best = max(rows, key=lambda r: r["test_acc"])
+        out.update(best_epoch=best["epoch"], best_test_acc=best["test_acc"],
+                   best_chosen_on="test (optimistic: the test set picks the epoch)")
+    return out
+
+
 def _summary(row):
     split = "val" if "val_acc" in row else "test"
+    held = (f"{split} loss {row[split + '_loss']:.4f} acc {row[split + '_acc']:.4f}"
+            if not math.isnan(row[split + "_acc"]) else f"{split} not evaluated (--eval-every)")
     return (f"epoch {row['epoch']:>3} | train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-            f"{split} loss {row[split + '_loss']:.4f} acc {row[split + '_acc']:.4f} | lr {row['lr']:.2e} | "
-            f"{row['epoch_seconds']:.1f}s {row['train_images_per_second']:.0f} img/s")
+            f"{held} | lr {row['lr']:.2e} | {row['epoch_seconds']:.1f}s {row['train_images_per_second']:.0f} img/s")
 
 
-def _resume_state(args, path):
+def _resume_state(args, path, data_fingerprint):
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
         raise UserError(f"{path} is not a ViT-CIFAR training checkpoint")
+    check_fingerprint(ckpt.get("data"), data_fingerprint, "--resume")  # older checkpoints have none
     saved = ckpt["args"]
     differs = sorted(k for k, v in vars(args).items()
                      if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v)
@@ -491,14 +538,32 @@ def _resume_state(args, path):
     return ckpt
 
 
-def save_augmented_grid(loader, data, path):
-    """One grid of augmented training images, un-normalised, for a look at what the model sees."""
+def save_augmented_grid(loader, data, path, caption):
+    """8x8 augmented training images, un-normalised and shown 4x (nearest) so the augmentation
+    can be judged by eye, with a caption saying what made them."""
     import torchvision.utils
+    from PIL import Image, ImageDraw
     loader.set_epoch(0)
     x, _ = next(iter(loader))
     mean = torch.tensor(data.mean, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=x.device).view(1, -1, 1, 1)
-    torchvision.utils.save_image((x[:64].float() * std + mean).clamp(0, 1), path, nrow=8)
+    x = (x[:64].float() * std + mean).clamp(0, 1).cpu()
+    x = torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
+    grid = torchvision.utils.make_grid(x, nrow=8, padding=4, pad_value=1.0)
+    img = Image.fromarray((grid.permute(1, 2, 0).squeeze(-1).numpy() * 255).round().astype("uint8"))
+    canvas = Image.new("RGB", (img.width, img.height + 24), "white")
+    canvas.paste(img.convert("RGB"), (0, 24))
+    ImageDraw.Draw(canvas).text((6, 6), caption, fill="black")
+    canvas.save(path)
+
+
+def _augmentation_caption(args):
+    parts = [f"crop pad {args.crop_padding}" if args.crop_padding else "no crop", "flip" if args.hflip else "no flip"]
+    if args.policy != "none":
+        parts.append(args.policy + (f" ({args.aa_policy}, {args.aa_ops} ops)" if args.policy == "autoaugment" else ""))
+    parts += [name for name in ("rcpaste", "mixup", "cutmix") if getattr(args, name)]
+    parts += [f"cutout {args.cutout}"] * bool(args.cutout) + [f"erasing {args.random_erasing}"] * bool(args.random_erasing)
+    return f"augmented training images ({args.input_path} path; mixing is per batch, not shown): " + ", ".join(parts)
 
 
 def build_training(args, data, model, device, rank=0, world_size=1):
@@ -510,7 +575,7 @@ def build_training(args, data, model, device, rank=0, world_size=1):
         input_size=args.input_size, crop_padding=args.crop_padding, hflip=args.hflip, seed=args.seed,
         policies=policies, extras=build_extras(rcpaste=args.rcpaste, cutout=args.cutout,
                                                random_erasing=args.random_erasing),
-        workers=args.workers, rank=rank, world_size=world_size)
+        workers=args.workers, rank=rank, world_size=world_size, repeats=args.repeated_aug)
     steps_per_epoch = min(2, len(train_loader)) if args.dry_run else len(train_loader)
     optimizer = build_optimizer(model, args)
     amp_dtype, scaler = amp_setup(args, device)
@@ -659,12 +724,13 @@ def claim_output_dir(out_dir, enabled=True):
 def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path, rank, world_size, epoch_callbacks):
     """The training loop of main(), in a claimed output folder."""
     is_main = rank == 0
+    data_fp = fingerprint(data, args.data_dir, args.dataset)  # what --resume and --eval-only check against
     run = build_training(args, data, model, device, rank, world_size)
     model, optimizer, scheduler, scaler, ema = run.model, run.optimizer, run.scheduler, run.scaler, run.ema
 
     start_epoch, history = 0, []
     if resume_path:
-        ckpt = _resume_state(args, resume_path)
+        ckpt = _resume_state(args, resume_path, data_fp)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -682,18 +748,20 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
     if is_main:
         config = {k: v for k, v in vars(args).items() if k != "api_key"}
         config.update(parameters=count_parameters(model), device_name=str(device), world_size=world_size,
-                      torch=torch.__version__, classes=data.classes, mean=data.mean, std=data.std, in_chans=data.in_chans)
+                      torch=torch.__version__, classes=data.classes, mean=data.mean, std=data.std, in_chans=data.in_chans,
+                      data_fingerprint=data_fp, test_split=data.test_split)
         write_json(config, os.path.join(out_dir, "config.json"))
         if resume_path:
             csv_log.rewrite(history)  # drops a row written after the checkpoint we resume from
         comet.log_parameters(config)
         if start_epoch == 0:
             grid = os.path.join(out_dir, "augmented.png")
-            save_augmented_grid(run.train_loader, data, grid)
+            save_augmented_grid(run.train_loader, data, grid, _augmentation_caption(args))
             comet.log_image(grid, "augmented_training_images")
         print(f"{args.experiment_name}: {args.model_name} {count_parameters(model) / 1e6:.2f}M parameters, "
               f"{len(data.train_y)} train / {len(data.test_y)} test images, {device}, "
-              f"{args.input_path} input path, writing to {out_dir}", flush=True)
+              f"{args.input_path} input path, evaluating on {'a held-out part of train' if data.val_y is not None else data.test_split + '/'}, "
+              f"writing to {out_dir}", flush=True)
 
     max_steps = 2 if args.dry_run else None
     # Bars only on a terminal: redirected to a file they would fill it with carriage returns,
@@ -713,8 +781,12 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
                                         log_interval=args.log_interval, progress=bars)
             except NonFiniteLoss as e:
                 raise UserError(str(e))
-            test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device, amp_dtype=run.amp_dtype,
-                            max_steps=max_steps, progress=bars)
+            if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.max_epochs or args.dry_run:
+                test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device,
+                                amp_dtype=run.amp_dtype, max_steps=max_steps, progress=bars)
+            else:  # not evaluated this epoch: the columns stay, empty
+                test = dict.fromkeys(("test_loss", "test_acc", "test_top5", "eval_seconds", "eval_images_per_second",
+                                      "test_images"), math.nan)
             if hasattr(scheduler, "epoch_end"):
                 scheduler.epoch_end(test)
             if data.val_y is not None:  # per-epoch numbers come from the held-out part of the training split
@@ -727,8 +799,14 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
                         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                                      "ema": ema.state_dict() if ema is not None else None, "epoch": epoch,
-                                     "history": history, "rng": rng_state(), "args": vars(args)}, ckpt_path)
+                                     "history": history, "rng": rng_state(), "args": vars(args), "data": data_fp},
+                                    ckpt_path)
                     checkpointed = epoch + 1
+                if data.val_y is not None and not math.isnan(row["val_acc"]) and \
+                        row["val_acc"] >= max(r["val_acc"] for r in history if not math.isnan(r["val_acc"])):
+                    # The best epoch on validation: its weights, for the test accuracy the report gives.
+                    atomic_save((ema.module if ema is not None else model).state_dict(),
+                                os.path.join(out_dir, "model_best.pth"))
                 # The CSV's epoch time includes this epoch's checkpoint write (the copy inside the
                 # checkpoint cannot); a row logged after the last checkpoint is dropped on --resume.
                 row = {**row, "epoch_seconds": time.perf_counter() - start}
@@ -751,9 +829,13 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
         atomic_save(final.state_dict(), weights)
         comet.log_asset(weights, f"{args.experiment_name}.pth")
         report = final_evaluation(args, final, data, device, run.amp_dtype, criterion, out_dir, comet)
+        report.update(best_and_final(args, history, report, final, data, device, run.amp_dtype, out_dir))
+        write_json(report, os.path.join(out_dir, "report.json"))
         comet.end()
-        print(f"final test acc {report['accuracy']:.4f} (top-5 {report['top5']:.4f}, macro-F1 {report['macro_f1']:.4f}"
-              f"{', flip TTA' if args.tta else ''}); weights in {weights}", flush=True)
+        print(f"final test acc {report['accuracy']:.4f} (epoch {report['final_epoch']}; top-5 {report['top5']:.4f}, "
+              f"macro-F1 {report['macro_f1']:.4f}{', flip TTA' if _tta(args) else ''}); best test acc "
+              f"{report['best_test_acc']:.4f} at epoch {report['best_epoch']} (chosen on {report['best_chosen_on']}); "
+              f"weights in {weights}", flush=True)
     if args.dry_run:
         shutil.rmtree(out_dir, ignore_errors=True)
     if world_size > 1:

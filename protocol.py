@@ -11,7 +11,7 @@ from data import load_data
 from evaluation import classification_report, ensemble, load_run, predict_logits
 from utils import pick_device, write_json
 
-SUMMARY_METRICS = ("accuracy", "top5", "macro_f1", "test_loss")
+SUMMARY_METRICS = ("accuracy", "top5", "macro_f1", "test_loss", "final_test_acc", "best_test_acc")
 
 
 def _sub_run(args, name, **changes):

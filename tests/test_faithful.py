@@ -174,7 +174,7 @@ def test_seed_command_builds_the_original():
 
     args = make_args(["--dataset", "c10", "--label-smoothing", "--autoaugment"])
     cli.resolve_args(args)
-    assert (args.vit_maths, args.aa_ops, args.mix_choice, args.lr_per_step) == ("original", "original", "original", False)
+    assert (args.aa_ops, args.mix_choice, args.lr_per_step) == ("original", "original", False)
     args.num_classes = 10
     model = cli.make_model(args, 3)
     attn = model.blocks[0].attn

@@ -28,7 +28,7 @@ def test_warmup_cosine_values():
 
 def test_scheduler_gives_those_rates_when_stepped():
     model = torch.nn.Linear(2, 2)
-    args = make_args(warmup_epoch=2, max_epochs=10, lr=1e-3, min_lr=1e-5)
+    args = make_args(warmup_epoch=2, max_epochs=10, lr=1e-3, min_lr=1e-5, lr_per_step=True)  # the modern form
     opt = build_optimizer(model, args)
     sched = build_scheduler(opt, args, steps_per_epoch=5)
     seen = []
@@ -77,7 +77,8 @@ def test_every_optimizer_reduces_a_quadratic(name, sam):
     model = torch.nn.Linear(4, 1)
     args = make_args(optimizer=name, lr=0.01, weight_decay=0.0, sam=sam == "sam", adaptive_sam=sam == "adaptive_sam")
     opt = build_optimizer(model, args)
-    sched = build_scheduler(opt, make_args(**{**vars(args), "warmup_epoch": 0, "max_epochs": 1}), steps_per_epoch=100)
+    sched = build_scheduler(opt, make_args(**{**vars(args), "warmup_epoch": 0, "max_epochs": 1, "lr_per_step": True}),
+                            steps_per_epoch=100)
     x = torch.randn(64, 4)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 
