@@ -168,6 +168,11 @@ def get_args_parser():
     g.add_argument("--random-erasing", type=float, default=0.0, help="random erasing probability (0: off)")
 
     g = p.add_argument_group("run")
+    g.add_argument("--recipe", default=None,
+                   help="a published recipe's flag defaults (python main.py --list-recipes); flags given here win. "
+                        "The plain defaults are the vit_cifar recipe")
+    g.add_argument("--list-recipes", action="store_true", help="print the recipe table (model, epochs, published "
+                                                               "accuracy, source) and exit")
     g.add_argument("--seed", type=int, default=42, help="seeds every random draw (data order, augmentation, init)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, else MPS, else CPU")
     g.add_argument("--precision", default="16", choices=["16", "32", "bf16", "fp16"],
@@ -843,10 +848,28 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
     return history
 
 
+def parse_args(argv=None):
+    """The flags, with --recipe's values as the defaults, so a flag on the command line still wins."""
+    parser = get_args_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.recipe is not None:
+        import recipes
+        parser.set_defaults(**recipes.resolve(first.recipe, first.dataset))
+    return parser.parse_args(argv)
+
+
+def list_recipes():
+    import recipes
+    parser = get_args_parser()
+    print(recipes.table(defaults={a.dest: a.default for a in parser._actions}))
+
+
 def cli(argv=None):
     # The atomic writes leave the previous checkpoint and logs whole whatever stops the run.
-    return run_command(main, get_args_parser().parse_args(argv), interrupted="interrupted",
-                       disk_note="; earlier checkpoints and logs are intact")
+    def run(argv):
+        args = parse_args(argv)
+        return list_recipes() if args.list_recipes else main(args)
+    return run_command(run, argv, interrupted="interrupted", disk_note="; earlier checkpoints and logs are intact")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""--recipe and --list-recipes through main.py, and the best/final bookkeeping of report.json."""
+import json
+import math
+
+import pytest
+
+import main as cli
+import recipes
+from conftest import TINY, make_image_folder
+
+
+def test_recipe_sets_defaults_and_a_given_flag_wins():
+    args = cli.parse_args(["--recipe", "resnet18", "--lr", "0.05"])
+    assert (args.model_name, args.optimizer, args.lr, args.weight_decay) == ("resnet18", "sgd", 0.05, 5e-4)
+    args = cli.parse_args(["--recipe", "cct_7_3x1", "--dataset", "c100"])
+    assert (args.lr, args.random_erasing) == (6e-4, 0.25)  # the per-dataset row
+    assert cli.parse_args(["--recipe", "cct_7_3x1"]).lr == 5.5e-4
+
+
+def test_vit_cifar_recipe_changes_nothing():
+    plain, recipe = vars(cli.parse_args([])), vars(cli.parse_args(["--recipe", "vit_cifar"]))
+    assert {k: v for k, v in recipe.items() if plain[k] != v} == {"recipe": "vit_cifar"}
+
+
+def test_unknown_recipe_is_one_line(capsys):
+    assert cli.cli(["--recipe", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown recipe 'nope'" in err[0] and "vit_cifar" in err[0]
+
+
+def test_list_recipes_prints_every_row(capsys):
+    assert cli.cli(["--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in recipes.RECIPES.names():
+        assert name in out
+    assert "omihub777/ViT-CIFAR" in out and "90.92%" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in recipes.RECIPES.names() if not recipes.RECIPES.get(n).model_missing])
+def test_every_recipe_dry_runs_on_the_cpu(name, tmp_path, one_thread):
+    data = make_image_folder(str(tmp_path / "data"), n_train=8, n_test=4)
+    args = cli.parse_args(["--recipe", name, "--dataset", "folder", "--data-dir", data, "--dry-run", "--workers", "0",
+                           "--no-progress", "--batch-size", "8", "--eval-batch-size", "8"])
+    history = cli.main(args)
+    assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
+
+
+def test_report_gives_best_and_final(tmp_path, one_thread):
+    data = make_image_folder(str(tmp_path / "data"), n_train=16, n_test=6)
+    out = tmp_path / "run"
+    args = cli.parse_args(["--dataset", "folder", "--data-dir", data, "--output-dir", str(out), "--max-epochs", "3",
+                           "--recipe", "vit_cifar", *TINY])
+    history = cli.main(args)
+    report = json.loads((out / "report.json").read_text())
+    best = max(history, key=lambda r: r["test_acc"])
+    assert report["final_epoch"] == 3 and report["final_test_acc"] == pytest.approx(report["accuracy"])
+    assert report["best_test_acc"] == pytest.approx(best["test_acc"]) and report["best_epoch"] == best["epoch"]
+    assert report["best_chosen_on"].startswith("test")
+    assert json.loads((out / "config.json").read_text())["recipe"] == "vit_cifar"
+
+
+def test_best_is_chosen_on_validation_with_val_split(tmp_path, one_thread):
+    data = make_image_folder(str(tmp_path / "data"), n_train=16, n_test=6)
+    out = tmp_path / "run"
+    history = cli.main(cli.parse_args(["--dataset", "folder", "--data-dir", data, "--output-dir", str(out),
+                                       "--max-epochs", "3", "--val-split", "16", *TINY]))
+    report = json.loads((out / "report.json").read_text())
+    best = max(history, key=lambda r: r["val_acc"])
+    assert report["best_chosen_on"] == "validation" and report["best_epoch"] == best["epoch"]
+    assert report["best_val_acc"] == pytest.approx(best["val_acc"])
+    assert (out / "model_best.pth").exists() and 0 <= report["best_test_acc"] <= 1
