@@ -4,6 +4,7 @@ crash-safe file writes.
 Everything a run writes goes through `atomic_save` / `atomic_write_text`, so a kill at any
 moment leaves either the previous file or the new one on disk, never half of one.
 """
+import errno
 import json
 import os
 import random
@@ -140,7 +141,23 @@ def _atomic_write(path, write):
 
 
 def atomic_save(obj, path):
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    _atomic_write(path, lambda f: _torch_save(obj, f, path))
+
+
+def _torch_save(obj, f, path):
+    # On a full disk torch's C++ writer raises a RuntimeError (a long traceback on the command
+    # line); an OSError with its errno is what the command line reports in one line.
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        cause = e
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause
+        if "write" in str(e).lower():
+            raise OSError(errno.EIO, f"writing failed ({str(e).splitlines()[0][:200]})", path) from e
+        raise
 
 
 def atomic_write_text(text, path):

@@ -472,3 +472,26 @@ def test_malicious_pickle_is_refused_and_not_run(tmp_path):
     with pytest.raises(UserError):
         load_checkpoint(str(tmp_path / "evil.pkl"))
     assert not marker.exists()
+
+
+def test_checkpoint_on_a_really_full_disk_is_an_oserror(tmp_path):
+    """torch's writer raises a RuntimeError on a full disk; atomic_save gives the OSError
+    (errno 28) that the command line prints in one line, and leaves no temp file."""
+    import errno
+    import subprocess
+
+    import torch
+
+    import utils
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with pytest.raises(OSError) as e:
+            utils.atomic_save({"w": torch.randn(100_000)}, str(small / "checkpoint.pt"))
+        assert e.value.errno == errno.ENOSPC
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", str(small)])
