@@ -23,6 +23,8 @@ paper's figure, with the CIFAR configuration as the default:
                  Mobile-friendly Vision Transformer" (arXiv:2110.02178).
   cct_7_3x1      Hassani et al. 2021, "Escaping the Big Data Paradigm with Compact Transformers"
                  (arXiv:2104.05704).
+  vit_lite_7_4   the same paper's ViT-Lite: 4x4 patches, class token, CCT's encoder layers.
+  cvt_7_4        the same paper's CVT: ViT-Lite with sequence pooling instead of the class token.
 
 and, under the prefix `k47_`, the `--net` models of kentaroy47/vision-transformers-cifar10 at
 that repository's sizes (its defaults: --patch 4, --dimhead 512, --convkernel 8, 32x32), for its
@@ -826,18 +828,35 @@ class SeqPool(nn.Module):
 
 
 class CCT(nn.Module):
-    def __init__(self, *, num_classes, image_size, in_chans, dim, depth, heads, mlp_ratio, kernel_size,
-                 n_conv_layers, dropout=0.0, attn_dropout=0.0, drop_path=0.0):
+    """The paper's transformer classifier (its code's TransformerClassifier), shared by CCT, CVT and ViT-Lite:
+
+        tokenizer -> tokens (+ class token) + learned position embedding -> depth x CCTBlock -> LayerNorm
+        -> SeqPool (pool="seq": CCT, CVT) or the class token (pool="cls": ViT-Lite) -> Linear
+
+    `tokenizer` is a module from images to tokens (B, N, dim): CCT's ConvTokenizer, or for ViT-Lite
+    and CVT a non-overlapping patch conv (PatchEmbed). With pool="cls" a class token (zeros) is
+    prepended and the position embedding covers it too; with pool="seq" the model has no `cls_token`
+    at all (so CCT's state dict is the same as before ViT-Lite and CVT shared this class).
+    Init as the code: truncated normal(0.02) Linear weights, position embedding truncated normal(0.2),
+    Kaiming-normal tokenizer conv weights (their biases keep PyTorch's default).
+    """
+
+    def __init__(self, *, num_classes, image_size, in_chans, dim, depth, heads, mlp_ratio, tokenizer, pool="seq",
+                 dropout=0.0, attn_dropout=0.0, drop_path=0.0):
         super().__init__()
-        self.tokenizer = ConvTokenizer(in_chans, dim, kernel_size, n_conv_layers)
+        if pool not in ("seq", "cls"):
+            raise ValueError(f"pool must be 'seq' or 'cls', got {pool!r}")
+        self.tokenizer = tokenizer
         with torch.no_grad():  # the sequence length is whatever the tokenizer makes of this image size
             seq_len = self.tokenizer(torch.zeros(1, in_chans, image_size, image_size)).shape[1]
-        self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, dim))
+        if pool == "cls":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, seq_len + (pool == "cls"), dim))
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.Sequential(*[CCTBlock(dim, heads, int(dim * mlp_ratio), dropout, attn_dropout, p)
                                       for p in drop_path_rates(drop_path, depth)])
         self.norm = nn.LayerNorm(dim)
-        self.pool = SeqPool(dim)
+        self.pool = SeqPool(dim) if pool == "seq" else None
         self.head_drop = nn.Dropout(dropout)
         self.head = nn.Linear(dim, num_classes)
         self.apply(_init_transformer)
@@ -847,8 +866,11 @@ class CCT(nn.Module):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward(self, x):
-        x = self.pos_drop(self.tokenizer(x) + self.pos_embed)
-        x = self.pool(self.norm(self.blocks(x)))
+        x = self.tokenizer(x)
+        if self.pool is None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.norm(self.blocks(self.pos_drop(x + self.pos_embed)))
+        x = x[:, 0] if self.pool is None else self.pool(x)
         return self.head(self.head_drop(x))
 
 
@@ -865,8 +887,60 @@ def build_cct_7_3x1(num_classes: int, image_size: int = 32, in_chans: int = 3, *
     attn_dropout=0.1 (the defaults here are 0, like every other model of the zoo).
     """
     return CCT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dropout=dropout,
-               drop_path=drop_path, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, kernel_size=kernel_size,
-               n_conv_layers=n_conv_layers, attn_dropout=attn_dropout)
+               drop_path=drop_path, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
+               tokenizer=ConvTokenizer(in_chans, dim, kernel_size, n_conv_layers), attn_dropout=attn_dropout)
+
+
+def _patch_transformer(name, pool, *, num_classes, image_size, in_chans, patch_size, dim, **kw):
+    """ViT-Lite (pool "cls") / CVT (pool "seq"): CCT's classifier on non-overlapping patch_size patches."""
+    _check_divisible(image_size, patch_size, name)  # as the code asserts: no partial patches
+    return CCT(num_classes=num_classes, image_size=image_size, in_chans=in_chans, dim=dim, pool=pool,
+               tokenizer=PatchEmbed(in_chans, dim, patch_size), **kw)
+
+
+_LITE = ("Hassani et al. 2021): 4x4 patch conv, 7 CCT encoder layers, dim 256, 4 heads, MLP ratio 2, learned "
+         "positions, ")
+
+
+@register_model("vit_lite_7_4", about="ViT-Lite-7/4 (" + _LITE + "class token", sizes=_PATCHES)
+def build_vit_lite_7_4(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                       drop_path: float = 0.0, patch_size: int = 4, dim: int = 256, depth: int = 7, heads: int = 4,
+                       mlp_ratio: float = 2.0, attn_dropout: float = 0.0) -> nn.Module:
+    """ViT-Lite-7/4 (the paper's small-patch ViT; its code's vit_7_4_32): 4x4 patches, dim 256,
+    7 layers, 4 heads, MLP ratio 2, class token, learned position embedding over [cls, 64 patches].
+    3.717M parameters on CIFAR-10, as published (3,716,874 exactly).
+
+    As its code (src/vit.py: ViTLite on utils/transformers.py's TransformerClassifier), not the
+    textbook pre-norm ViT block: the patch embedding is a conv with kernel = stride = patch_size,
+    with bias, no activation or pooling; the encoder layers are CCT's (CCTBlock: LayerNorm before
+    attention, LayerNorm on the residual stream after it, the MLP without a norm of its own, q / k
+    / v without bias); LayerNorm, then the class token, then Linear.
+
+    Its model defaults are attention dropout 0.1 and stochastic depth 0.1 (dropout 0), which its
+    recipes keep: pass attn_dropout=0.1, drop_path=0.1 (the defaults here are 0, like every other
+    model of the zoo).
+    """
+    return _patch_transformer("ViT-Lite", "cls", num_classes=num_classes, image_size=image_size, in_chans=in_chans,
+                              patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
+                              dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path)
+
+
+@register_model("cvt_7_4", about="CVT-7/4 (" + _LITE + "sequence pooling", sizes=_PATCHES)
+def build_cvt_7_4(num_classes: int, image_size: int = 32, in_chans: int = 3, *, dropout: float = 0.0,
+                  drop_path: float = 0.0, patch_size: int = 4, dim: int = 256, depth: int = 7, heads: int = 4,
+                  mlp_ratio: float = 2.0, attn_dropout: float = 0.0) -> nn.Module:
+    """CVT-7/4, Compact Vision Transformer (its code's cvt_7_4_32): vit_lite_7_4 with sequence pooling
+    (SeqPool, as CCT) instead of the class token; the position embedding covers the 64 patches only.
+    3.717M parameters on CIFAR-10, as published (3,716,619 exactly: SeqPool's Linear(256, 1) where
+    ViT-Lite has a class token and its position).
+
+    As its code (src/cvt.py), the model defaults are attention dropout 0.1 and stochastic depth 0.1
+    (dropout 0): pass attn_dropout=0.1, drop_path=0.1 for the paper's recipe (the defaults here are 0,
+    like every other model of the zoo).
+    """
+    return _patch_transformer("CVT", "seq", num_classes=num_classes, image_size=image_size, in_chans=in_chans,
+                              patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
+                              dropout=dropout, attn_dropout=attn_dropout, drop_path=drop_path)
 
 
 # --------------------------------------------------------------------------- kentaroy47/vision-transformers-cifar10
