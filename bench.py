@@ -30,7 +30,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-import main as cli
+import build
+from flags import get_args_parser as training_args_parser
 from criterions import CRITERIONS
 from data import Data
 from engine import evaluate, synchronize, train_one_epoch, train_step
@@ -40,7 +41,7 @@ from utils import UserError, pick_device, seed_everything
 
 
 def get_args_parser():
-    parser = cli.get_args_parser()
+    parser = training_args_parser()
     parser.description = "Measure training, input-pipeline and evaluation throughput."
     parser.add_argument("--steps", type=int, default=50, help="timed training steps per measurement")
     parser.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first (compilation, caches)")
@@ -159,14 +160,14 @@ def audit_device_path(args):
     """Per-step counts of the device path on the meta device: the augmentation of one batch,
     the training step alone, and the whole loop per step (a 4-step epoch minus a 2-step one,
     halved, so the per-epoch work cancels out)."""
-    cli.resolve_args(args)
+    build.resolve_args(args)
     meta = torch.device("meta")
     args.device_type, args.input_path, args.input_size = "meta", "device", args.image_size
     num_classes = args.num_classes = args.num_classes or 10
     data = synthetic_data(args.batch_size * 6, 16, args.image_size, 3, num_classes, args.seed)
     criterion = CRITERIONS.build(args.criterion, num_classes, args.label_smoothing, args.smoothing)
-    model = build_model(args.model_name, num_classes, args.image_size, 3, **cli.model_options(args)).to(meta)
-    run = cli.build_training(args, data, model, meta)
+    model = build_model(args.model_name, num_classes, args.image_size, 3, **build.model_options(args)).to(meta)
+    run = build.build_training(args, data, model, meta)
     loader = run.train_loader
     loader.set_epoch(0)
     batches = iter(loader)
@@ -196,7 +197,7 @@ def audit_device_path(args):
 
 
 def bench(args):
-    cli.resolve_args(args)
+    build.resolve_args(args)
     device = pick_device(args.device)
     args.device_type = device.type
     args.input_size = args.image_size
@@ -216,13 +217,13 @@ def bench(args):
         """A model with its loaders, optimizer and schedule, for the given input path."""
         seed_everything(args.seed)
         args.input_path = input_path
-        model = build_model(args.model_name, num_classes, args.image_size, in_chans, **cli.model_options(args))
-        run = cli.build_training(args, data, model, device)
-        return model, run, cli.wrap_model(model, args, device)
+        model = build_model(args.model_name, num_classes, args.image_size, in_chans, **build.model_options(args))
+        run = build.build_training(args, data, model, device)
+        return model, run, build.wrap_model(model, args, device)
 
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
                "model": args.model_name, "batch_size": args.batch_size, "policy": args.policy,
-               "precision": str(cli.amp_setup(args, device)[0]), "compile": args.compile, "steps": args.steps,
+               "precision": str(build.amp_setup(args, device)[0]), "compile": args.compile, "steps": args.steps,
                "torch": torch.__version__}
 
     model, run, net = fresh("device")

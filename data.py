@@ -414,13 +414,6 @@ def load_dataset(dataset, data_dir, *, image_size=32, train_subset=0, val_split=
     return data
 
 
-def load_data(args):
-    """load_dataset with main.py's flags (args.dataset, data_dir, image_size, train_subset,
-    val_split, fold, seed)."""
-    return load_dataset(args.dataset, args.data_dir, image_size=args.image_size, train_subset=args.train_subset,
-                        val_split=args.val_split, fold=getattr(args, "fold", None), seed=args.seed)
-
-
 # ---------------------------------------------------------------- fingerprints
 
 # What a model depends on, whatever images it is shown: the keys to compare for --eval-only on

@@ -56,17 +56,19 @@ def load_run(run_dir_or_weights, device="cpu"):
 
     The weights may be model.pth, checkpoint.pt or any state dict of the same architecture.
     """
-    import main  # here, not at the top: main.py imports this module for --eval-only
+    from build import make_model
+    from checkpoint import load_weights
+    from flags import get_args_parser
 
     config_path, weights = find_run(run_dir_or_weights)
     config = load_config(config_path)
     # Start from today's flag defaults, so a config written before a flag existed still loads.
-    args = main.get_args_parser().parse_args([])
+    args = get_args_parser().parse_args([])
     vars(args).update(config)
     args.pretrained = None  # the run's own weights replace whatever the backbone started from
-    model = main.make_model(args, config["in_chans"])
+    model = make_model(args, config["in_chans"])
     config["input_size"] = args.input_size  # the side the model takes; images are resized to it
-    main.load_weights(model, weights)
+    load_weights(model, weights)
     return model.to(device).eval(), config
 
 

@@ -122,9 +122,8 @@ class NullLogger:
         return lambda *args, **kwargs: None
 
 
-def build_comet(args):
-    key = args.api_key or os.environ.get("COMET_API_KEY")
-    if args.dry_run or not (key or args.comet_offline):
+def build_comet(*, api_key=None, enabled=True, offline_dir=None, project="VisionTransformer", experiment=None):
+    """A CometLogger when there is a key or an offline folder, else a NullLogger."""
+    if not enabled or not (api_key or offline_dir):
         return NullLogger()
-    offline_dir = os.path.join(args.output_dir, "comet") if args.comet_offline else None
-    return CometLogger(key, args.project_name, args.experiment_name, offline_dir)
+    return CometLogger(api_key, project, experiment, offline_dir)

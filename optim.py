@@ -39,31 +39,32 @@ def param_groups(model, weight_decay, exclude_norm_bias):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _fused(args):
-    # The fused CUDA kernels run the whole update in a few launches instead of one per tensor.
-    return {"fused": True} if args.device_type == "cuda" else {}
+# Each builder: fn(param_groups, *, lr, momentum, nesterov, beta1, beta2, fused). `fused` (CUDA)
+# runs the whole update in a few launches instead of one per tensor.
+def _fused(fused):
+    return {"fused": True} if fused else {}
 
 
-OPTIMIZERS.register("sgd", lambda groups, args: torch.optim.SGD(
-    groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, **_fused(args)))
-OPTIMIZERS.register("adam", lambda groups, args: torch.optim.Adam(
-    groups, lr=args.lr, betas=(args.beta1, args.beta2), **_fused(args)))
-OPTIMIZERS.register("adamw", lambda groups, args: torch.optim.AdamW(
-    groups, lr=args.lr, betas=(args.beta1, args.beta2), **_fused(args)))
-OPTIMIZERS.register("rmsprop", lambda groups, args: torch.optim.RMSprop(
-    groups, lr=args.lr, momentum=args.momentum, alpha=0.9, eps=1e-3))
+OPTIMIZERS.register("sgd", lambda groups, *, lr, momentum, nesterov, fused, **_: torch.optim.SGD(
+    groups, lr=lr, momentum=momentum, nesterov=nesterov, **_fused(fused)))
+OPTIMIZERS.register("adam", lambda groups, *, lr, beta1, beta2, fused, **_: torch.optim.Adam(
+    groups, lr=lr, betas=(beta1, beta2), **_fused(fused)))
+OPTIMIZERS.register("adamw", lambda groups, *, lr, beta1, beta2, fused, **_: torch.optim.AdamW(
+    groups, lr=lr, betas=(beta1, beta2), **_fused(fused)))
+OPTIMIZERS.register("rmsprop", lambda groups, *, lr, momentum, **_: torch.optim.RMSprop(
+    groups, lr=lr, momentum=momentum, alpha=0.9, eps=1e-3))
 
 
 @OPTIMIZERS.register("adan")
-def _adan(groups, args):
+def _adan(groups, *, lr, **_):
     from timm.optim import Adan  # Xie et al. 2022; timm keeps the reference implementation
-    return Adan(groups, lr=args.lr)
+    return Adan(groups, lr=lr)
 
 
 @OPTIMIZERS.register("madgrad")
-def _madgrad(groups, args):
+def _madgrad(groups, *, lr, momentum, **_):
     from timm.optim import MADGRAD  # Defazio & Jelassi 2021
-    return MADGRAD(groups, lr=args.lr, momentum=args.momentum)
+    return MADGRAD(groups, lr=lr, momentum=momentum)
 
 
 class SAM(torch.optim.Optimizer):
@@ -110,11 +111,13 @@ class SAM(torch.optim.Optimizer):
         self.base.load_state_dict(state)
 
 
-def build_optimizer(model, args):
-    groups = param_groups(model, args.weight_decay, args.wd_exclude_norm_bias)
-    optimizer = OPTIMIZERS.build(args.optimizer, groups, args)
-    if args.sam or args.adaptive_sam:
-        optimizer = SAM(optimizer, rho=args.sam_rho, adaptive=args.adaptive_sam)
+def build_optimizer(model, *, name="adam", lr=1e-3, weight_decay=0.0, exclude_norm_bias=False, momentum=0.9,
+                    nesterov=False, beta1=0.9, beta2=0.999, fused=False, sam=False, adaptive_sam=False, sam_rho=0.05):
+    groups = param_groups(model, weight_decay, exclude_norm_bias)
+    optimizer = OPTIMIZERS.build(name, groups, lr=lr, momentum=momentum, nesterov=nesterov, beta1=beta1, beta2=beta2,
+                                 fused=fused)
+    if sam or adaptive_sam:
+        optimizer = SAM(optimizer, rho=sam_rho, adaptive=adaptive_sam)
     return optimizer
 
 
@@ -217,8 +220,8 @@ SCHEDULERS.register("plateau", lambda optimizer, *, gamma, patience, min_lr, **_
     optimizer, gamma=gamma, patience=patience, min_lr=min_lr))
 
 
-def build_scheduler(optimizer, args, steps_per_epoch):
-    return SCHEDULERS.build(args.scheduler, optimizer, lr=args.lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epoch,
-                            max_epochs=args.max_epochs, steps_per_epoch=steps_per_epoch, per_step=args.lr_per_step,
-                            step_size=args.step_size, milestones=args.milestones, gamma=args.gamma,
-                            patience=args.patience)
+def build_scheduler(optimizer, *, name="cosine", steps_per_epoch, lr, min_lr=0.0, warmup_epochs=0, max_epochs,
+                    per_step=False, step_size=30, milestones=(100, 150), gamma=0.1, patience=10):
+    return SCHEDULERS.build(name, optimizer, lr=lr, min_lr=min_lr, warmup_epochs=warmup_epochs, max_epochs=max_epochs,
+                            steps_per_epoch=steps_per_epoch, per_step=per_step, step_size=step_size,
+                            milestones=milestones, gamma=gamma, patience=patience)

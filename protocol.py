@@ -7,7 +7,6 @@ import os
 import statistics
 
 
-from data import load_data
 from evaluation import classification_report, ensemble, load_run, predict_logits
 from utils import pick_device, write_json
 
@@ -69,6 +68,7 @@ def run_folds(args, main):
         report["val_acc"] = acc
     # The folds' models together: the mean of their test-set probabilities.
     device = pick_device(args.device)
+    from build import load_data  # the build layer reads the flags
     data = load_data(argparse.Namespace(**{**vars(args), "fold": None, "val_split": 0}))
     probs = []
     for run in runs:

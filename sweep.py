@@ -4,10 +4,10 @@
         --param lr=loguniform:1e-4:1e-2 --param dropout=uniform:0:0.3 --param batch-size=choice:64,128 \\
         -- --dataset c10 --max-epochs 50 --no-progress
 
-Each trial runs main.main() in this process with the flags after `--` plus its sampled ones,
+Each trial runs train.train() (what main.py runs) in this process with the flags after `--` plus its sampled ones,
 writing into OUT_DIR/trial_NNNN. Every finished epoch's metric (val_acc with --val-split, which
 keeps the test set out of the search; test_acc without) goes to Optuna through the callback
-sweep.py hands to main.main(args, epoch_callbacks=...), so the pruner can stop a poor trial
+sweep.py hands to train.train(args, epoch_callbacks=...), so the pruner can stop a poor trial
 early. A trial that fails with a user error is one line ("trial 3 failed: ..."); when no trial
 of this invocation succeeds, the sweep ends with one error line and exit status 2. Running the same command
 again continues the study (--trials more trials). The best trial's parameters are printed and
@@ -57,18 +57,18 @@ def _number(value):
 
 
 def _main_flags():
-    import main
+    from flags import get_args_parser
     # argparse keeps no public table of its options; _actions is stable across Python versions.
-    return {opt: a for a in main.get_args_parser()._actions for opt in a.option_strings}
+    return {opt: a for a in get_args_parser()._actions for opt in a.option_strings}
 
 
 def parse_main_args(argv):
     """main.py's Namespace for argv; a bad flag becomes a UserError carrying argparse's message."""
-    import main
+    from flags import get_args_parser
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            return main.get_args_parser().parse_args(argv)
+            return get_args_parser().parse_args(argv)
     except SystemExit:
         raise UserError(f"main.py flags {' '.join(argv)}: {err.getvalue().strip().rpartition('error: ')[2]}")
 
@@ -88,7 +88,7 @@ def trial_argv(base, params, flags):
 
 
 def objective(trial, args, specs, flags):
-    import main
+    from train import train
     params = {}
     for name, kind, values in specs:
         if kind == "choice":
@@ -105,10 +105,10 @@ def objective(trial, args, specs, flags):
     def report(epoch, row):
         import optuna
         trial.report(metric_of(row, args.metric), step=int(row.get("epoch", epoch)))
-        if trial.should_prune():  # raised through main.main, which leaves the last checkpoint behind
+        if trial.should_prune():  # raised through train.train, which leaves the last checkpoint behind
             raise optuna.TrialPruned()
 
-    history = main.main(parse_main_args(argv), epoch_callbacks=(report,))
+    history = train(parse_main_args(argv), epoch_callbacks=(report,))
     if not history:
         raise UserError("the trial trained no epoch")
     return metric_of(history[-1], args.metric)
@@ -156,13 +156,8 @@ def parse_args(argv=None):
 
 
 def main(args):
-    import inspect
-
-    import main as trainer
     import optuna
 
-    if "epoch_callbacks" not in inspect.signature(trainer.main).parameters:
-        raise UserError("main.main() takes no epoch_callbacks, which sweep.py needs to report each epoch")
     if args.trials <= 0:
         raise UserError(f"--trials must be positive, got {args.trials}")
     if not args.param:

@@ -9,16 +9,18 @@ import torch
 import torchvision
 from PIL import Image
 
+import build
 import main as cli
 from conftest import make_image_folder
-from data import load_data, load_folder
+from build import load_data
+from data import load_folder
 from loaders import DeviceSource, build_loaders
 from utils import UserError
 
 
 def args_for(*argv):
     args = cli.get_args_parser().parse_args(list(argv))
-    cli.resolve_args(args)
+    build.resolve_args(args)
     return args
 
 

@@ -36,10 +36,11 @@ HOOK = textwrap.dedent(r'''
     import os, sys, time
     sys.path.insert(0, os.environ["HOOK_ROOT"])
     import main
+    import train
     MARKER, TARGET = os.environ["KILL_MARKER"], int(os.environ["KILL_EPOCH"])
     with open(f"{MARKER}.pid.{os.environ['RANK']}", "w") as f:
         f.write(str(os.getpid()))
-    real_train = main.train_one_epoch
+    real_train = train.train_one_epoch
 
 
     def train_one_epoch(net, loader, criterion, optimizer, scheduler, device, epoch, **kw):
@@ -54,7 +55,7 @@ HOOK = textwrap.dedent(r'''
         return real_train(net, loader, crit, optimizer, scheduler, device, epoch, **kw)
 
 
-    main.train_one_epoch = train_one_epoch
+    train.train_one_epoch = train_one_epoch
     sys.argv[0] = os.path.join(os.environ["HOOK_ROOT"], "main.py")
     sys.exit(main.cli())
 ''')

@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
+import build
 import main as cli
 from engine import EMA, train_step
-from optim import SAM, build_optimizer, build_scheduler, original_warmup_cosine
+from build import make_optimizer, make_scheduler
+from optim import SAM, original_warmup_cosine
 
 
 def make_args(argv=(), **overrides):
@@ -66,9 +68,9 @@ def test_default_schedule_is_the_original_at_every_epoch():
     args = make_args()
     assert not args.lr_per_step and args.warmup_epoch == 5 and args.max_epochs == 200
     model = torch.nn.Linear(2, 2)
-    opt = build_optimizer(model, args)
+    opt = make_optimizer(model, args)
     steps_per_epoch = 3
-    sched = build_scheduler(opt, args, steps_per_epoch)
+    sched = make_scheduler(opt, args, steps_per_epoch)
     seen = []
     for _ in range(200 * steps_per_epoch):
         seen.append(opt.param_groups[0]["lr"])
@@ -77,8 +79,8 @@ def test_default_schedule_is_the_original_at_every_epoch():
     expected = [lr for lr in reference_curve() for _ in range(steps_per_epoch)]
     assert seen == pytest.approx(expected, rel=1e-9, abs=1e-15)
     # The modern form is a different curve, and says so by its flag.
-    opt = build_optimizer(model, make_args(lr=1e-3))
-    modern = build_scheduler(opt, make_args(["--lr-per-step"]), steps_per_epoch)
+    opt = make_optimizer(model, make_args(lr=1e-3))
+    modern = make_scheduler(opt, make_args(["--lr-per-step"]), steps_per_epoch)
     assert modern.get_last_lr()[0] > 0
 
 
@@ -95,7 +97,7 @@ def test_original_schedule_other_lengths(epochs, warmup):
 
 def test_warmup_longer_than_the_run_is_a_note_not_an_error(capsys):
     args = make_args(["--max-epochs", "2"])
-    cli.resolve_args(args)
+    build.resolve_args(args)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--warmup-epoch 5" in err and "--max-epochs 2" in err
 
@@ -173,10 +175,10 @@ def test_seed_command_builds_the_original():
     from criterions import LabelSmoothingCrossEntropy
 
     args = make_args(["--dataset", "c10", "--label-smoothing", "--autoaugment"])
-    cli.resolve_args(args)
+    build.resolve_args(args)
     assert (args.aa_ops, args.mix_choice, args.lr_per_step) == ("original", "original", False)
     args.num_classes = 10
-    model = cli.make_model(args, 3)
+    model = build.make_model(args, 3)
     attn = model.blocks[0].attn
     assert attn.scale == pytest.approx(384 ** -0.5)  # sqrt(hidden), not sqrt(head dim)
     assert isinstance(list(model.blocks[0].mlp.children())[-2], torch.nn.GELU)  # GELU after the MLP output

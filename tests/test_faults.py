@@ -27,6 +27,7 @@ import types
 import pytest
 import torch
 
+import build
 import main as cli
 from conftest import ROOT, TINY, make_image_folder
 
@@ -49,6 +50,7 @@ ZYGOTE = textwrap.dedent(r'''
     import torch
     import loggers
     import main
+    import train
 
     state = {"epoch": None}
 
@@ -70,7 +72,7 @@ ZYGOTE = textwrap.dedent(r'''
         return env("KILL_PHASE") == phase and epoch == int(env("KILL_EPOCH", "-1"))
 
 
-    real_train, real_evaluate, real_save, real_log = main.train_one_epoch, main.evaluate, torch.save, loggers.CSVLogger.log
+    real_train, real_evaluate, real_save, real_log = train.train_one_epoch, train.evaluate, torch.save, loggers.CSVLogger.log
 
 
     def train_one_epoch(net, loader, criterion, optimizer, scheduler, device, epoch, **kw):
@@ -115,7 +117,7 @@ ZYGOTE = textwrap.dedent(r'''
         return real_log(self, row)
 
 
-    main.train_one_epoch, main.evaluate, torch.save, loggers.CSVLogger.log = train_one_epoch, evaluate, save, log
+    train.train_one_epoch, train.evaluate, torch.save, loggers.CSVLogger.log = train_one_epoch, evaluate, save, log
 
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -465,7 +467,7 @@ class _NaNAt:
 
     def __init__(self, monkeypatch, bad_calls):
         self.calls, self.bad = 0, set(bad_calls)
-        real_build = cli.CRITERIONS.build
+        real_build = build.CRITERIONS.build
 
         def build(*a, **k):
             criterion = real_build(*a, **k)
@@ -478,7 +480,7 @@ class _NaNAt:
                         return loss * float("nan")
                 return loss
             return wrapped
-        monkeypatch.setattr(cli.CRITERIONS, "build", build)
+        monkeypatch.setattr(build.CRITERIONS, "build", build)
 
 
 def test_injected_nan_names_epoch_and_step(tmp_path, monkeypatch, capsys):

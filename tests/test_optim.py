@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import main as cli
-from optim import SAM, build_optimizer, build_scheduler, param_groups, warmup_cosine
+from build import make_optimizer, make_scheduler
+from optim import SAM, param_groups, warmup_cosine
 
 
 def make_args(**overrides):
@@ -29,8 +30,8 @@ def test_warmup_cosine_values():
 def test_scheduler_gives_those_rates_when_stepped():
     model = torch.nn.Linear(2, 2)
     args = make_args(warmup_epoch=2, max_epochs=10, lr=1e-3, min_lr=1e-5, lr_per_step=True)  # the modern form
-    opt = build_optimizer(model, args)
-    sched = build_scheduler(opt, args, steps_per_epoch=5)
+    opt = make_optimizer(model, args)
+    sched = make_scheduler(opt, args, 5)
     seen = []
     for _ in range(50):
         seen.append(opt.param_groups[0]["lr"])
@@ -45,8 +46,8 @@ def test_step_multistep_constant_schedules():
     def rates(name, **kw):
         model = torch.nn.Linear(2, 2)
         args = make_args(scheduler=name, warmup_epoch=0, max_epochs=10, lr=0.1, **kw)
-        opt = build_optimizer(model, args)
-        sched = build_scheduler(opt, args, steps_per_epoch=2)
+        opt = make_optimizer(model, args)
+        sched = make_scheduler(opt, args, 2)
         out = []
         for _ in range(20):
             out.append(opt.param_groups[0]["lr"])
@@ -62,8 +63,8 @@ def test_step_multistep_constant_schedules():
 def test_plateau_reduces_on_stalled_loss():
     model = torch.nn.Linear(2, 2)
     args = make_args(scheduler="plateau", patience=1, gamma=0.5, lr=0.1, min_lr=0.0)
-    opt = build_optimizer(model, args)
-    sched = build_scheduler(opt, args, steps_per_epoch=1)
+    opt = make_optimizer(model, args)
+    sched = make_scheduler(opt, args, 1)
     for _ in range(4):
         sched.step()
         sched.epoch_end({"test_loss": 1.0})
@@ -76,9 +77,8 @@ def test_every_optimizer_reduces_a_quadratic(name, sam):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     args = make_args(optimizer=name, lr=0.01, weight_decay=0.0, sam=sam == "sam", adaptive_sam=sam == "adaptive_sam")
-    opt = build_optimizer(model, args)
-    sched = build_scheduler(opt, make_args(**{**vars(args), "warmup_epoch": 0, "max_epochs": 1, "lr_per_step": True}),
-                            steps_per_epoch=100)
+    opt = make_optimizer(model, args)
+    sched = make_scheduler(opt, make_args(**{**vars(args), "warmup_epoch": 0, "max_epochs": 1, "lr_per_step": True}), 100)
     x = torch.randn(64, 4)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 

@@ -12,7 +12,9 @@ import zipfile
 import pytest
 import torch
 
+import build
 import main as cli
+from utils import UserError
 from conftest import ROOT, TINY, make_image_folder, run_cli
 
 
@@ -213,17 +215,17 @@ def test_every_registered_model_builds_from_the_command_line_flags(name):
     takes = models.accepted_options(name)
     argv = ["--model-name", name, "--dropout", "0.1"] + ["--drop-path", "0.1"] * ("drop_path" in takes)
     args = cli.get_args_parser().parse_args(argv)
-    cli.resolve_args(args)
+    build.resolve_args(args)
     args.num_classes = 10
-    model = cli.make_model(args, in_chans=3).eval()
+    model = build.make_model(args, in_chans=3).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     # The options arrived: some dropout module has the rate asked for.
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.1 for m in model.modules()), name
     if "drop_path" not in takes:  # and a model without drop path refuses the flag in one line
         args = cli.get_args_parser().parse_args(["--model-name", name, "--drop-path", "0.1"])
-        with pytest.raises(cli.UserError, match="--drop-path is not an option of"):
-            cli.resolve_args(args)
+        with pytest.raises(UserError, match="--drop-path is not an option of"):
+            build.resolve_args(args)
 
 
 def test_ema_of_a_batchnorm_model_tracks_its_statistics(tmp_path):
