@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 import vit
-from augment import build_extras, build_mixer, build_policy
+from augment import POLICIES, build_extras, build_mixer, build_policy
 from criterions import CRITERIONS
 from data import DATASETS, load_dataset
 from engine import EMA
@@ -66,9 +66,16 @@ def resolve_args(args):
         check(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     check(args.patience >= 0 and args.ra_n >= 0, "--patience and --ra-n must not be negative")
     check(0 <= args.ra_m <= 30, f"--ra-m must be in [0, 30], got {args.ra_m}")
-    policies = [n for n in ("autoaugment", "randaugment", "trivialaugment") if getattr(args, n)]
-    check(len(policies) <= 1, f"choose one augmentation policy, not {' and '.join('--' + n for n in policies)}")
-    args.policy = policies[0] if policies else "none"
+    # --policy NAME, or its original spellings --autoaugment / --randaugment / --trivialaugment.
+    named = [f"--policy {args.policy}"] if args.policy not in (None, "none") else []
+    aliases = [n for n in ("autoaugment", "randaugment", "trivialaugment") if getattr(args, n)]
+    chosen = set(aliases) | ({args.policy} if named else set())
+    check(len(chosen) <= 1, f"choose one augmentation policy, not {' and '.join(named + ['--' + n for n in aliases])}")
+    check(args.policy is None or args.policy in POLICIES,
+          f"unknown --policy {args.policy!r}; choose from: {', '.join(POLICIES.names())}")
+    args.policy = chosen.pop() if chosen else "none"
+    for name in ("autoaugment", "randaugment", "trivialaugment"):  # the aliases follow, so config.json agrees
+        setattr(args, name, args.policy == name)
     args.aa_policy = "svhn" if args.dataset == "svhn" else "cifar10"
     if args.hflip is None:
         args.hflip = args.dataset != "svhn"  # digits are not mirror-symmetric

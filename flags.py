@@ -9,6 +9,10 @@ import argparse
 import os
 
 import vit
+from augment import POLICIES
+from criterions import CRITERIONS
+from data import DATASETS
+from optim import OPTIMIZERS, SCHEDULERS
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + error
@@ -29,7 +33,8 @@ def get_args_parser():
     p = _Parser(description="Train ViT-CIFAR and friends from scratch.",
                 formatter_class=_HelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="c10", help="c10, c100, svhn, or folder (an ImageFolder tree in --data-dir)")
+    g.add_argument("--dataset", default="c10",
+                   help=f"one of {', '.join(DATASETS.names())} (folder: an ImageFolder tree in --data-dir)")
     g.add_argument("--data-dir", default="./data", help="where datasets are found or downloaded")
     g.add_argument("--num-classes", type=int, default=None, help="default: the dataset's class count")
     g.add_argument("--image-size", type=int, default=32, help="images are resized to this side")
@@ -73,7 +78,7 @@ def get_args_parser():
     g.add_argument("--se", action="store_true", default=None, help="ResNets: squeeze-and-excitation blocks")
 
     g = p.add_argument_group("optimization")
-    g.add_argument("--optimizer", default="adam", help="sgd, adam, adamw, rmsprop, adan, madgrad")
+    g.add_argument("--optimizer", default="adam", help=f"one of {', '.join(OPTIMIZERS.names())}")
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     g.add_argument("--min-lr", type=float, default=1e-5, help="cosine's final learning rate")
     g.add_argument("--beta1", type=float, default=0.9, help="Adam/AdamW beta1")
@@ -86,7 +91,7 @@ def get_args_parser():
     g.add_argument("--sam", action="store_true", help="wrap the optimizer in SAM")
     g.add_argument("--adaptive-sam", action="store_true", help="wrap the optimizer in adaptive SAM (ASAM)")
     g.add_argument("--sam-rho", type=float, default=0.05, help="SAM neighbourhood radius")
-    g.add_argument("--scheduler", default="cosine", help="cosine, step, multistep, plateau, constant")
+    g.add_argument("--scheduler", default="cosine", help=f"one of {', '.join(SCHEDULERS.names())}")
     g.add_argument("--warmup-epoch", type=int, default=5,
                    help="epochs of linear warm-up (as the original: lr * e / W in epoch e, epoch 0 at 0)")
     g.add_argument("--lr-per-step", action="store_true",
@@ -101,11 +106,15 @@ def get_args_parser():
     g.add_argument("--max-epochs", type=int, default=200, help="training epochs")
     g.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
     g.add_argument("--ema-decay", type=float, default=0.0, help="EMA of weights, evaluated instead (0: off)")
-    g.add_argument("--criterion", default="ce", help="ce (original label smoothing) or torch_ls")
+    g.add_argument("--criterion", default="ce",
+                   help=f"one of {', '.join(CRITERIONS.names())} (ce: the original's label smoothing; torch_ls: torch's)")
     g.add_argument("--label-smoothing", action="store_true", help="smoothed targets (see --criterion)")
     g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing amount")
 
     g = p.add_argument_group("augmentation")
+    g.add_argument("--policy", default=None,
+                   help=f"the per-image augmentation policy, one of {', '.join(POLICIES.names())} (default none); "
+                        f"--autoaugment, --randaugment and --trivialaugment are its original spellings")
     g.add_argument("--autoaugment", action="store_true", help="AutoAugment (CIFAR10 policy; SVHN policy on svhn)")
     g.add_argument("--randaugment", action="store_true", help="RandAugment with --ra-n ops at --ra-m")
     g.add_argument("--ra-n", type=int, default=2, help="RandAugment: operations per image")
@@ -170,8 +179,10 @@ def get_args_parser():
 
 def experiment_name(args):
     name = f"{args.model_name}_{args.dataset}"
-    for flag, suffix in [("autoaugment", "aa"), ("randaugment", "ra"), ("trivialaugment", "ta"), ("label_smoothing", "ls"),
-                         ("rcpaste", "rc"), ("cutmix", "cm"), ("mixup", "mu"), ("off_cls_token", "gap")]:
+    policy = {"autoaugment": "_aa", "randaugment": "_ra", "trivialaugment": "_ta"}
+    name += policy.get(getattr(args, "policy", None) or "", "")
+    for flag, suffix in [("label_smoothing", "ls"), ("rcpaste", "rc"), ("cutmix", "cm"), ("mixup", "mu"),
+                         ("off_cls_token", "gap")]:
         if getattr(args, flag):
             name += f"_{suffix}"
     return name
