@@ -191,29 +191,17 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
     }
 
 
-def per_sample_loss(criterion, logits, target):
-    """The criterion's loss of each sample (evaluation sums them, so padded rows can be masked)."""
-    from criterions import LabelSmoothingCrossEntropy
-    if isinstance(criterion, LabelSmoothingCrossEntropy):
-        log_probs = logits.float().log_softmax(dim=-1)
-        off = criterion.smoothing / (criterion.num_classes - 1)
-        true = log_probs.gather(1, target[:, None]).squeeze(1)
-        return -(off * (log_probs.sum(-1) - true) + (1.0 - criterion.smoothing) * true)
-    if isinstance(criterion, torch.nn.CrossEntropyLoss):
-        return torch.nn.functional.cross_entropy(logits.float(), target, reduction="none",
-                                                 label_smoothing=criterion.label_smoothing)
-    return torch.stack([criterion(logits[i:i + 1], target[i:i + 1]) for i in range(len(target))])
-
-
 @torch.no_grad()
 def evaluate(model, loader, criterion, device, *, amp_dtype=None, max_steps=None, progress=True):
     """Test loss and accuracy (top-1 and top-5).
 
-    Labels below 0 mark padding (the loader pads the last batch to a static shape on the device
-    path); those rows count for nothing. Running sums stay on the device until the end.
+    A batch may hold more images than labels: the loader pads the last batch to a static shape
+    on the device path, and the rows past the labels are padding, cut off before the loss.
+    Running sums stay on the device until the end.
     """
     model.eval()
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, correct, top-5 correct, images
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, correct, top-5 correct
+    seen = 0
     synchronize(device)
     start = time.perf_counter()
     n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
@@ -223,21 +211,19 @@ def evaluate(model, loader, criterion, device, *, amp_dtype=None, max_steps=None
             break
         with autocast(device, amp_dtype):
             logits = model(x)
-        logits = logits.float()
-        valid = y >= 0
-        y = y.clamp(min=0)
+        logits = logits.float()[: y.shape[0]]
         k = min(5, logits.shape[-1])
-        top5 = (logits.topk(k, dim=-1).indices == y[:, None]).any(dim=-1)
-        sums += torch.stack([(per_sample_loss(criterion, logits, y) * valid).sum(),
-                             ((logits.argmax(-1) == y) & valid).sum(), (top5 & valid).sum(), valid.sum()]).double()
+        top5 = (logits.topk(k, dim=-1).indices == y[:, None]).any(dim=-1).sum()
+        sums += torch.stack([criterion(logits, y).float() * y.shape[0], (logits.argmax(-1) == y).sum(), top5]).double()
+        seen += y.shape[0]  # known on the host: no read of the device
         bar.update()
         if progress:  # a few large batches: reading the running numbers each time costs little
-            loss, acc, _, seen = sums.tolist()
-            bar.set_postfix(loss=f"{loss / max(seen, 1):.4f}", acc=f"{acc / max(seen, 1):.4f}")
+            loss, acc, _ = sums.tolist()
+            bar.set_postfix(loss=f"{loss / seen:.4f}", acc=f"{acc / seen:.4f}")
     bar.close()
     synchronize(device)
     seconds = time.perf_counter() - start
-    loss_sum, correct, correct5, seen = _sum_over_ranks(*sums)
+    loss_sum, correct, correct5, seen = _sum_over_ranks(*sums, seen)
     seen = max(seen, 1)
     return {
         "test_loss": loss_sum / seen,

@@ -183,25 +183,25 @@ class TrainLoader:
 class EvalLoader:
     """Slices of a uint8 tensor (kept on the device on the device path), normalised.
 
-    With pad=True (the device path) the last batch is padded to the full batch size with
-    label -1, which evaluate() does not count, so a compiled model sees one shape only.
+    With pad=True (the device path) the images of the last batch are padded to the full batch
+    size (its labels are not: evaluate() cuts the padded rows off), so a compiled model sees one
+    shape only.
     """
 
     def __init__(self, x, y, batch_size, normalize, device, on_device, rank=0, world_size=1, pad=False):
         # Shard for distributed evaluation; the metrics are summed across ranks afterwards.
         x, y = x[rank::world_size], y[rank::world_size]
+        self.n = len(y)
         if pad and len(y) % batch_size and len(y) > batch_size:
-            extra = batch_size - len(y) % batch_size
-            x = torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
-            y = torch.cat([y, y.new_full((extra,), -1)])
+            x = torch.cat([x, x.new_zeros((batch_size - len(y) % batch_size, *x.shape[1:]))])
         self.x, self.y = (x.to(device), y.to(device)) if on_device else (x, y)
         self.batch_size, self.normalize, self.device = batch_size, normalize, device
 
     def __len__(self):
-        return -(-len(self.y) // self.batch_size)
+        return -(-self.n // self.batch_size)
 
     def __iter__(self):
-        for start in range(0, len(self.y), self.batch_size):
+        for start in range(0, self.n, self.batch_size):
             x = self.x[start:start + self.batch_size].to(self.device, non_blocking=True)
             yield self.normalize(x), self.y[start:start + self.batch_size].to(self.device, non_blocking=True)
 

@@ -269,7 +269,7 @@ def _assert_like_straight(straight, out):
         got = list(csv.DictReader(f))
     assert [r["epoch"] for r in got] == [str(e) for e in range(1, EPOCHS + 1)]
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
-        assert [r[key] for r in got] == [r[key] for r in want], key
+        assert [r[key] for r in got] == [r[key] for r in want], (key, [r[key] for r in got], [r[key] for r in want])
 
 
 def test_kill_at_each_moment_then_resume_gives_identical_weights(kills, tmp_path):
@@ -423,7 +423,8 @@ def test_unreadable_checkpoint_is_one_line_and_touches_nothing(finished_run, tmp
     elif use == "resume-auto":
         argv = common + ["--max-epochs", "2", "--output-dir", run, "--resume"]
     else:
-        argv = common + ["--eval-only", "--weights", bad, "--output-dir", run]
+        # (its own --output-dir: one inside the training run is refused before the weights are read)
+        argv = common + ["--eval-only", "--weights", bad, "--output-dir", tmp_path / "eval"]
     code = cli.cli([str(a) for a in argv])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -469,7 +470,7 @@ class _NaNAt:
         self.calls, self.bad = 0, set(bad_calls)
         real_build = build.CRITERIONS.build
 
-        def build(*a, **k):
+        def build_criterion(*a, **k):
             criterion = real_build(*a, **k)
 
             def wrapped(logits, target):
@@ -480,11 +481,11 @@ class _NaNAt:
                         return loss * float("nan")
                 return loss
             return wrapped
-        monkeypatch.setattr(build.CRITERIONS, "build", build)
+        monkeypatch.setattr(build.CRITERIONS, "build", build_criterion)
 
 
 def test_injected_nan_names_epoch_and_step(tmp_path, monkeypatch, capsys):
-    data = make_image_folder(str(tmp_path / "data"), n_train=10, n_test=2)  # 40 images, 3 steps an epoch
+    data = make_image_folder(str(tmp_path / "data"), n_train=12, n_test=2)  # 48 images, 3 steps of 16 an epoch
     _NaNAt(monkeypatch, {5})  # epoch 2, its second step
     out = tmp_path / "run"
     code = cli.cli(_tiny_run(data, out, "--max-epochs", 3))
@@ -498,7 +499,7 @@ def test_injected_nan_names_epoch_and_step(tmp_path, monkeypatch, capsys):
 
 
 def test_skip_nonfinite_counts_skipped_steps_and_finishes(tmp_path, monkeypatch):
-    data = make_image_folder(str(tmp_path / "data"), n_train=10, n_test=2)
+    data = make_image_folder(str(tmp_path / "data"), n_train=12, n_test=2)  # 48 images, 3 steps of 16 an epoch
     _NaNAt(monkeypatch, {5, 9})  # epoch 2 step 2, epoch 3 step 3
     out = tmp_path / "run"
     assert cli.cli(_tiny_run(data, out, "--max-epochs", 4, "--skip-nonfinite")) == 0
@@ -506,7 +507,7 @@ def test_skip_nonfinite_counts_skipped_steps_and_finishes(tmp_path, monkeypatch)
         rows = list(csv.DictReader(f))
     assert [int(r["skipped_steps"]) for r in rows] == [0, 1, 1, 0]
     # A skipped step's images are not counted as trained on.
-    assert [int(r["train_images"]) for r in rows] == [40, 40 - 16, 40 - 8, 40]
+    assert [int(r["train_images"]) for r in rows] == [48, 48 - 16, 48 - 16, 48]
     assert all(torch.isfinite(v).all() for v in torch.load(out / "model.pth").values())
 
 

@@ -10,6 +10,7 @@ import shlex
 
 import pytest
 
+import build
 import main
 import recipes
 from models import MODELS
@@ -117,7 +118,7 @@ def test_resolved_flags_pass_main_validation(parser):
         args = parser.parse_args(["--dataset", row["dataset"]])
         for key, value in recipes.resolve(row["recipe"], row["dataset"]).items():
             setattr(args, key, value)
-        main.resolve_args(args)
+        build.resolve_args(args)
 
 
 def test_resolve_hands_out_copies_and_the_table_is_read_only():
