@@ -6,7 +6,7 @@
 `PRESETS` is the one table of sizes. `vit` is the ViT-CIFAR network (6,268,810 parameters at 10
 classes); `vit_tiny`, `vit_small` and `vit_base` are the DeiT sizes with 4x4 patches (not the
 `vit_small` / `vit_tiny` of kentaroy47/vision-transformers-cifar10: those are `k47_vit_small` /
-`k47_vit_tiny` in vit_zoo.py).
+`k47_vit_tiny` in models/k47.py).
 
 `maths="original"` (the default) is ViT-CIFAR's network as published, and differs from the
 standard ViT in two details; `maths="standard"` gives the standard ViT:
@@ -19,7 +19,7 @@ independent re-implementation of ViT-CIFAR's layers with the same weights.
 Stochastic depth (`drop_path`, default 0: the published network has none) drops each block's two
 residual branches per sample, at a rate rising linearly from 0 at the first block to `drop_path`
 at the last (as timm / DeiT). `DropPath`, `drop_path_rates` and `patchify` are the one
-definition of each in the code base; vit_zoo.py imports them.
+definition of each in the code base; the models/ families import them.
 """
 import torch
 import torch.nn as nn
@@ -37,7 +37,7 @@ PRESETS = {
 MATHS = ("original", "standard")  # the first is the default
 
 
-# --------------------------------------------------------------------------- shared with vit_zoo.py
+# --------------------------------------------------------------------------- shared with models/
 
 
 class DropPath(nn.Module):

@@ -1,5 +1,5 @@
 """
-Tests for cnn.py, the reference CNNs. All on CPU with tiny batches.
+Tests for the reference CNNs (models/ vgg, resnet, pyramidnet, torchvision_nets). All on CPU with tiny batches.
 
 EXPECTED_PARAMS pins the parameter count of every registered model (num_classes=10,
 image_size=32, in_chans=3), so an accidental change of architecture fails loudly.
@@ -16,18 +16,15 @@ import torch.nn.functional as F
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 import models
-from cnn import (
-    BasicBlock,
-    Bottleneck,
-    PreActBlock,
-    PreActBottleneck,
-    ShakeDrop,
-    build_pyramidnet,
-)
+from models import pyramidnet, resnet, torchvision_nets, vgg
+from models.pyramidnet import ShakeDrop, build_pyramidnet
+from models.resnet import BasicBlock, Bottleneck, PreActBlock, PreActBottleneck
 from utils import UserError
 
 # The CNNs of the registry, callable as MODELS[name](num_classes, image_size, in_chans, **options).
-MODELS = {n: models.MODELS.get(n) for n in models.model_names() if models.MODELS.get(n).builder.__module__ == "cnn"}
+CNN_MODULES = {m.__name__ for m in (vgg, resnet, pyramidnet, torchvision_nets)}
+MODELS = {n: models.MODELS.get(n) for n in models.model_names()
+          if models.MODELS.get(n).builder.__module__ in CNN_MODULES}
 
 EXPECTED_PARAMS = {
     "cnn": 94_762,

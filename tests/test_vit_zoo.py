@@ -1,4 +1,5 @@
-"""Tests of vit_zoo.py: every model builds, trains a step, has its expected size; the attention maths
+"""Tests of the transformer zoo (models/ vit_variants, cait, swin, mixer, mobilevit, cct, k47): every
+model builds, trains a step, has its expected size; the attention maths
 (SDPA against the written-out softmax, LSA's mask, Swin's shifted windows, talking heads), the
 sin-cos embedding, DyT, SPT's shifts; the k47_* models against independent references of
 kentaroy47/vision-transformers-cifar10's (lucidrains') networks with the same weights; and a small
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import models  # noqa: E402
 import vit  # noqa: E402
-import vit_zoo  # noqa: E402
+from models import cait, cct, k47, layers, mixer, mobilevit, swin, vit_variants  # noqa: E402
 
 # Parameter counts with num_classes=10, image_size=32, in_chans=3 (read off this implementation;
 # the published ones are checked in test_published_param_counts).
@@ -40,7 +41,8 @@ EXPECTED_PARAMS = {
     "k47_cait_small": 8_488_522,
     "k47_convmixer": 1_339_402,
 }
-ZOO = [n for n in models.model_names() if models.MODELS.get(n).builder.__module__ == "vit_zoo"]
+ZOO_MODULES = {m.__name__ for m in (vit_variants, cait, swin, mixer, mobilevit, cct, k47)}
+ZOO = [n for n in models.model_names() if models.MODELS.get(n).builder.__module__ in ZOO_MODULES]
 
 
 def build(name, *args, **options):
@@ -101,10 +103,10 @@ def test_published_param_counts():
     assert abs(EXPECTED_PARAMS["convmixer"] / 0.6e6 - 1) < 0.02
     # MobileViT-XXS, ImageNet head: 1.27M (ml-cvnets / timm; the paper rounds to 1.3M). The network
     # has no position embedding, so the count does not depend on the image size.
-    assert abs(n_params(vit_zoo.build_mobilevit_xxs(1000)) / 1.27e6 - 1) < 0.01
+    assert abs(n_params(mobilevit.build_mobilevit_xxs(1000)) / 1.27e6 - 1) < 0.01
     # Swin-T, ImageNet head: 28.29M (torchvision swin_t). Patch 2 / window 4 change it by only the
     # patch-embedding conv and the smaller relative-position tables.
-    assert abs(n_params(vit_zoo.build_swin_t(1000)) / 28.29e6 - 1) < 0.005
+    assert abs(n_params(swin.build_swin_t(1000)) / 28.29e6 - 1) < 0.005
 
 
 # Small sizes keep these fast; what is checked is that the stem takes in_chans and that every
@@ -143,16 +145,16 @@ def test_other_channels_and_sizes(name, in_chans, image_size):
 
 
 def test_size_overrides_and_bad_image_size():
-    small = vit_zoo.build_simple_vit(10, depth=2, dim=64, heads=2, mlp_dim=128)
+    small = vit_variants.build_simple_vit(10, depth=2, dim=64, heads=2, mlp_dim=128)
     assert len(small.blocks) == 2 and small.head.in_features == 64
     with pytest.raises(ValueError):
-        vit_zoo.build_simple_vit(10, image_size=30)
+        vit_variants.build_simple_vit(10, image_size=30)
 
 
 # --------------------------------------------------------------------------- attention maths
 
 
-def reference_attention(attn: vit_zoo.Attention, x):
+def reference_attention(attn: layers.Attention, x):
     """softmax(Q K^T * scale + mask) V, written out, with the module's weights."""
     B, N, _ = x.shape
     h, d = attn.heads, attn.dim_head
@@ -171,7 +173,7 @@ def reference_attention(attn: vit_zoo.Attention, x):
 @pytest.mark.parametrize("lsa", [False, True])
 def test_sdpa_matches_written_out_attention(lsa):
     torch.manual_seed(0)
-    attn = vit_zoo.Attention(48, heads=3, dim_head=16, qkv_bias=False, lsa=lsa).double().eval()
+    attn = layers.Attention(48, heads=3, dim_head=16, qkv_bias=False, lsa=lsa).double().eval()
     if lsa:  # a learned temperature, not the initial 1/sqrt(d)
         attn.temperature.data = torch.tensor([0.1, 0.5, 2.0], dtype=torch.float64)
     x = torch.randn(2, 17, 48, dtype=torch.float64)
@@ -181,7 +183,7 @@ def test_sdpa_matches_written_out_attention(lsa):
 
 def test_lsa_mask_removes_self_attention():
     torch.manual_seed(0)
-    attn = vit_zoo.Attention(32, heads=2, dim_head=16, lsa=True)
+    attn = layers.Attention(32, heads=2, dim_head=16, lsa=True)
     N = 6
     q, k = torch.randn(2, 1, 2, N, 16).unbind(0)
     q = q * 10  # large logits: without the mask, q_i . k_i would not be near zero weight
@@ -197,7 +199,7 @@ def test_lsa_mask_removes_self_attention():
 
 def test_class_attention_matches_written_out():
     torch.manual_seed(0)
-    ca = vit_zoo.ClassAttention(32, heads=4).double().eval()
+    ca = cait.ClassAttention(32, heads=4).double().eval()
     x = torch.randn(2, 9, 32, dtype=torch.float64)
     q = F.linear(x[:, :1], ca.q.weight, ca.q.bias).view(2, 1, 4, 8).transpose(1, 2)
     k, v = F.linear(x, ca.kv.weight, ca.kv.bias).view(2, 9, 2, 4, 8).permute(2, 0, 3, 1, 4)
@@ -212,7 +214,7 @@ def test_swin_sdpa_window_attention_matches_torchvision(shift):
     from torchvision.models.swin_transformer import shifted_window_attention
 
     torch.manual_seed(0)
-    attn = vit_zoo.WindowAttentionSDPA(24, [4, 4], [shift, shift], num_heads=3).double().eval()
+    attn = swin.WindowAttentionSDPA(24, [4, 4], [shift, shift], num_heads=3).double().eval()
     nn.init.normal_(attn.relative_position_bias_table, std=1.0)  # make the bias matter
     x = torch.randn(2, 8, 8, 24, dtype=torch.float64)
     want = shifted_window_attention(
@@ -223,8 +225,8 @@ def test_swin_sdpa_window_attention_matches_torchvision(shift):
 
 
 def test_swin_windows_follow_the_feature_map():
-    model = vit_zoo.build_swin_t(10, depths=(2, 2, 2, 2))
-    blocks = [m for m in model.modules() if isinstance(m, vit_zoo.WindowAttentionSDPA)]
+    model = swin.build_swin_t(10, depths=(2, 2, 2, 2))
+    blocks = [m for m in model.modules() if isinstance(m, swin.WindowAttentionSDPA)]
     assert len(blocks) == 8
     # stages 1-2 (16x16, 8x8): 4x4 windows, every second block shifted by 2; stage 4 (2x2): one 2x2 window
     # (the blocks keep the configured shift for stage 3's 4x4 map; the forward drops it there)
@@ -237,7 +239,7 @@ def test_autocast_bf16_forward():
     """The masks and the learned temperature must follow q's dtype under autocast."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
-    for model in (vit_zoo.build_vit_spt_lsa(10, depth=1), vit_zoo.build_swin_t(10, depths=(2, 2, 2, 2))):
+    for model in (vit_variants.build_vit_spt_lsa(10, depth=1), swin.build_swin_t(10, depths=(2, 2, 2, 2))):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             out = model.eval()(x)
         assert out.shape == (2, 10) and torch.isfinite(out.float()).all()
@@ -247,7 +249,7 @@ def test_autocast_bf16_forward():
 
 
 def test_sincos_embedding_known_values():
-    pe = vit_zoo.posemb_sincos_2d(4, 4, 16)  # channels: [sin x | cos x | sin y | cos y], 4 each
+    pe = layers.posemb_sincos_2d(4, 4, 16)  # channels: [sin x | cos x | sin y | cos y], 4 each
     assert pe.shape == (16, 16)
     sin_parts = torch.cat([pe[0, 0:4], pe[0, 8:12]])
     cos_parts = torch.cat([pe[0, 4:8], pe[0, 12:16]])
@@ -258,53 +260,53 @@ def test_sincos_embedding_known_values():
     torch.testing.assert_close(pe[1, [0, 3, 4, 8, 12]], want)
     torch.testing.assert_close(pe[4, 8], torch.tensor(1.0).sin())
     # SimpleViT uses it as a fixed buffer, not a parameter and not in the state dict
-    model = vit_zoo.build_simple_vit(10, depth=1)
-    torch.testing.assert_close(model.pos_embed[0], vit_zoo.posemb_sincos_2d(8, 8, 384))
+    model = vit_variants.build_simple_vit(10, depth=1)
+    torch.testing.assert_close(model.pos_embed[0], layers.posemb_sincos_2d(8, 8, 384))
     assert "pos_embed" not in dict(model.named_parameters()) and "pos_embed" not in model.state_dict()
 
 
 def test_shifted_patch_tokenization():
     x = torch.zeros(1, 1, 8, 8)
     x[0, 0, 4, 4] = 1.0
-    shifted = vit_zoo.ShiftedPatchTokenization.with_shifts(x, 2)
+    shifted = vit_variants.ShiftedPatchTokenization.with_shifts(x, 2)
     assert shifted.shape == (1, 5, 8, 8) and torch.equal(shifted[:, 0], x[:, 0])
     # the pixel moves by half a patch along each diagonal
     moved = {tuple(c.nonzero()[0].tolist()) for c in shifted[0, 1:]}
     assert moved == {(6, 6), (6, 2), (2, 6), (2, 2)}
-    spt = vit_zoo.ShiftedPatchTokenization(3, 32, 4)
+    spt = vit_variants.ShiftedPatchTokenization(3, 32, 4)
     assert spt(torch.randn(2, 3, 32, 32)).shape == (2, 64, 32) and spt.proj.in_features == 5 * 3 * 16
 
 
 def test_patchify_order():
     x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)  # channels 0..15 and 16..31
-    p = vit_zoo.patchify(x, 2)
+    p = vit_variants.patchify(x, 2)
     assert p.shape == (1, 4, 8)
     assert p[0, 0].tolist() == [0, 16, 1, 17, 4, 20, 5, 21]  # top-left patch as (row, col, channel)
     assert p[0, 1].tolist()[:2] == [2, 18]
 
 
 def test_dynamic_tanh():
-    dyt = vit_zoo.DynamicTanh(4)
+    dyt = vit_variants.DynamicTanh(4)
     assert dyt.alpha.shape == () and dyt.alpha.item() == 0.5
     dyt.weight.data = torch.tensor([1.0, 2.0, 3.0, 4.0])
     dyt.bias.data = torch.tensor([0.0, 1.0, 0.0, -1.0])
     x = torch.randn(3, 4)
     torch.testing.assert_close(dyt(x), dyt.weight * torch.tanh(0.5 * x) + dyt.bias)
-    model = vit_zoo.build_vit_dyt(10, depth=2)
+    model = vit_variants.build_vit_dyt(10, depth=2)
     assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
-    assert sum(isinstance(m, vit_zoo.DynamicTanh) for m in model.modules()) == 2 * 2 + 1
+    assert sum(isinstance(m, vit_variants.DynamicTanh) for m in model.modules()) == 2 * 2 + 1
 
 
 def test_one_drop_path_and_patchify():
     """The zoo uses vit.py's DropPath and patchify (tested in test_vit.py), not copies of them."""
-    assert vit_zoo.DropPath is vit.DropPath and vit_zoo.patchify is vit.patchify
+    assert layers.DropPath is vit.DropPath and vit_variants.patchify is vit.patchify
     for name in ("simple_vit", "mlp_mixer", "cct_7_3x1", "vit_lite_7_4", "k47_cait"):
         model = build(name, 10, drop_path=0.1, **SMALL.get(name, {}))
         assert any(isinstance(m, vit.DropPath) for m in model.modules())
 
 
 def test_cct_sequence_pooling_and_tokens():
-    model = vit_zoo.build_cct_7_3x1(10)
+    model = cct.build_cct_7_3x1(10)
     assert model.pos_embed.shape == (1, 16 * 16, 256)  # conv stride 1 + maxpool 3/2: 32 -> 16
     assert not hasattr(model, "cls_token")
     assert model.pool.attention_pool.out_features == 1
@@ -312,20 +314,20 @@ def test_cct_sequence_pooling_and_tokens():
 
 def test_vit_lite_and_cvt_class_token_vs_sequence_pooling():
     """The two differ only in the pooling: ViT-Lite a class token (with its own position), CVT SeqPool."""
-    lite, cvt = vit_zoo.build_vit_lite_7_4(10), vit_zoo.build_cvt_7_4(10)
+    lite, cvt = cct.build_vit_lite_7_4(10), cct.build_cvt_7_4(10)
     for model in (lite, cvt):
         conv = model.tokenizer.proj  # a 4x4 patch conv, stride 4, with bias: 64 tokens at 32x32
-        assert isinstance(model.tokenizer, vit_zoo.PatchEmbed)
+        assert isinstance(model.tokenizer, layers.PatchEmbed)
         assert conv.kernel_size == conv.stride == (4, 4) and conv.padding == (0, 0) and conv.bias is not None
         # CCT's encoder layers (its code's TransformerEncoderLayer), not the pre-norm Block
-        assert len(model.blocks) == 7 and all(isinstance(b, vit_zoo.CCTBlock) for b in model.blocks)
+        assert len(model.blocks) == 7 and all(isinstance(b, cct.CCTBlock) for b in model.blocks)
         blk = model.blocks[0]
         assert blk.attn.heads == 4 and blk.attn.qkv.bias is None and blk.mlp[0].out_features == 512
         # the zoo's default 0 (the paper's models default to 0.1 for both)
         assert blk.attn.attn_dropout == 0.0 and all(m.p == 0.0 for m in model.modules() if isinstance(m, vit.DropPath))
     assert lite.cls_token.shape == (1, 1, 256) and (lite.cls_token == 0).all() and lite.pool is None
     assert lite.pos_embed.shape == (1, 1 + 64, 256)
-    assert not hasattr(cvt, "cls_token") and isinstance(cvt.pool, vit_zoo.SeqPool)
+    assert not hasattr(cvt, "cls_token") and isinstance(cvt.pool, cct.SeqPool)
     assert cvt.pos_embed.shape == (1, 64, 256)
     # class token + its position (2 x 256) against SeqPool's Linear(256, 1)
     assert n_params(lite) - n_params(cvt) == 2 * 256 - 257
@@ -357,7 +359,7 @@ def test_vit_lite_and_cvt_options_arrive():
     assert [b.drop_path.p for b in lite.blocks] == pytest.approx([0.0, 0.05, 0.1])
     assert lite.pos_drop.p == 0.2 and lite.head_drop.p == 0.2
     with pytest.raises(ValueError, match="multiple of 4"):  # whole patches, as the code asserts
-        vit_zoo.build_cvt_7_4(10, image_size=30)
+        cct.build_cvt_7_4(10, image_size=30)
 
 
 def test_vit_lite_and_cvt_param_counts_by_formula():
@@ -416,7 +418,7 @@ def test_small_model_memorises_a_batch():
     """32 random images with random labels: a small LSA ViT must fit them (eval mode) in <= 150 steps."""
     torch.manual_seed(0)
     x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
-    model = vit_zoo.build_vit_spt_lsa(10, dim=64, depth=1, heads=2, dim_head=32, mlp_dim=64)
+    model = vit_variants.build_vit_spt_lsa(10, dim=64, depth=1, heads=2, dim_head=32, mlp_dim=64)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(150):
         out = model(x)
@@ -583,7 +585,7 @@ def port_patch_linear(linear, conv, p):
         conv.bias.copy_(linear.bias)
 
 
-def port_vit(ref: RefViT, ours: vit_zoo.ViT):
+def port_vit(ref: RefViT, ours: vit_variants.ViT):
     with torch.no_grad():
         if ref.kind == "small":
             ours.patch_embed.norm.load_state_dict(ref.patch_norm.state_dict())
@@ -606,7 +608,7 @@ def port_vit(ref: RefViT, ours: vit_zoo.ViT):
         ours.head.load_state_dict(ref.mlp_head[1].state_dict())
 
 
-def port_cait(ref: RefCaiT, ours: vit_zoo.K47CaiT):
+def port_cait(ref: RefCaiT, ours: k47.K47CaiT):
     with torch.no_grad():
         port_patch_linear(ref.patch_linear, ours.patch_embed.proj, ref.p)
         ours.pos_embed.copy_(ref.pos_embedding)
@@ -687,7 +689,7 @@ def test_k47_defaults_as_kentaroy47():
     blk = vit_small.blocks[0]
     assert blk.attn.lsa and blk.attn.temperature.shape == () and blk.attn.qkv.bias is None
     assert blk.attn.scale().item() == pytest.approx(64 ** -0.5)  # exp of the learned log, init log(1/8)
-    assert vit_small.patch_embed.shifts == vit_zoo.K47_SPT_SHIFTS
+    assert vit_small.patch_embed.shifts == k47.K47_SPT_SHIFTS
     # dropout 0.1 in attention output and MLP, emb dropout 0.1, none before the head, no stochastic depth
     drops = {m.p for m in vit_small.blocks.modules() if isinstance(m, nn.Dropout)}
     assert drops == {0.1} and vit_small.pos_drop.p == 0.1 and vit_small.head_drop.p == 0.0
@@ -707,14 +709,14 @@ def test_k47_defaults_as_kentaroy47():
 def test_k47_shifts_are_one_pixel_right_left_down_up():
     x = torch.zeros(1, 1, 6, 6)
     x[0, 0, 2, 3] = 1.0
-    shifted = vit_zoo.ShiftedPatchTokenization.with_shifts(x, vit_zoo.K47_SPT_SHIFTS)
+    shifted = vit_variants.ShiftedPatchTokenization.with_shifts(x, k47.K47_SPT_SHIFTS)
     where = [tuple(c.nonzero()[0].tolist()) for c in shifted[0, 1:]]
     assert where == [(2, 4), (2, 2), (3, 3), (1, 3)]
 
 
 def test_shared_log_temperature_lsa_matches_written_out():
     torch.manual_seed(0)
-    attn = vit_zoo.Attention(48, heads=3, dim_head=16, qkv_bias=False, lsa=True, temperature="shared_log")
+    attn = layers.Attention(48, heads=3, dim_head=16, qkv_bias=False, lsa=True, temperature="shared_log")
     attn = attn.double().eval()
     attn.temperature.data = torch.tensor(0.7, dtype=torch.float64)
     x = torch.randn(2, 9, 48, dtype=torch.float64)

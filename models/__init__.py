@@ -17,10 +17,26 @@ holding it, such as "patch_size"; or a function of the options with their defaul
 Each was found by trying sizes (tests/test_models.py tries one bad and one good size per model).
 
 Nothing heavy happens at import: this module imports no model code, and the family modules
-(FAMILIES) are imported the first time the registry is read, which also keeps the import order
-free of cycles (they import `register_model` from here).
+(FAMILIES: vit.py at the top level, and one module of this package per family) are imported the
+first time the registry is read, which also keeps the import order free of cycles (they import
+`register_model` from here).
 
-    python models.py        # prints README's model table: what each name is, parameters, FLOPs
+  vit.py                     ViT-CIFAR and the DeiT sizes (vit, vit_tiny, vit_small, vit_base)
+  models/layers.py           the transformer pieces the zoo shares (Attention, Block, ...)
+  models/vit_variants.py     simple_vit, vit_spt_lsa, vit_dyt (and the ViT the k47 ViTs are)
+  models/cait.py             cait
+  models/swin.py             swin_t
+  models/mixer.py            mlp_mixer, convmixer
+  models/mobilevit.py        mobilevit_xxs
+  models/cct.py              cct_7_3x1, vit_lite_7_4, cvt_7_4
+  models/k47.py              k47_* (kentaroy47/vision-transformers-cifar10's --net models)
+  models/conv_layers.py      the pieces the CNNs share (conv3x3, init, ...)
+  models/vgg.py              cnn, vgg16, vgg19
+  models/resnet.py           resnet*, preact_resnet*, wrn28_10
+  models/pyramidnet.py       pyramidnet110, pyramidnet272
+  models/torchvision_nets.py efficientnetv2_*, convnext_*
+
+    python -m models        # prints README's model table: what each name is, parameters, FLOPs
 """
 import importlib
 import inspect
@@ -28,7 +44,10 @@ from dataclasses import dataclass
 
 from utils import Registry, UserError
 
-FAMILIES = ("vit", "vit_zoo", "cnn")  # importing each registers its models
+# importing each registers its models
+FAMILIES = ("vit", "models.vit_variants", "models.cait", "models.swin", "models.mixer", "models.mobilevit",
+            "models.cct", "models.k47", "models.vgg", "models.resnet", "models.pyramidnet",
+            "models.torchvision_nets")
 
 # main.py's flags, where one is not the option's name with dashes (the error names the flag).
 FLAGS = {"maths": "--vit-maths", "cls_token": "--off-cls-token"}
@@ -231,8 +250,3 @@ def model_table(num_classes=10, image_size=32):
                     f"{counter.get_total_flops() / 1e9:.3f} |")
     return "\n".join(rows)
 
-
-if __name__ == "__main__":
-    import models  # the registry the family modules fill is `models`', not this `__main__` copy's
-
-    print(models.model_table())
