@@ -51,6 +51,7 @@ def test_augmentation_op_count_does_not_grow_with_the_batch(policy):
     assert small["ops_per_step"] == large["ops_per_step"]
 
 
+@pytest.mark.slow
 def test_audit_cli_writes_json(tmp_path):
     out = tmp_path / "audit.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "--audit", *SMALL, "--batch-size", "8",

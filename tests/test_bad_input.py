@@ -230,6 +230,7 @@ def test_bad_input_in_process(world, tmp_path, capsys, case_id, extra, needle, m
     _check_one_line(code, capsys.readouterr().err, needle, world)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", REAL_PROCESS_CASES)
 def test_bad_input_through_a_real_process(world, case_id):
     proc = world["processes"][case_id]

@@ -22,8 +22,8 @@ import torch.distributed as dist
 import main as cli
 from conftest import ROOT, TINY, make_image_folder
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch built without torch.distributed / gloo")
+_GLOO = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                           reason="torch built without torch.distributed / gloo")
 
 EPOCHS = 4
 PER_DEVICE_BATCH = 8
@@ -61,7 +61,8 @@ HOOK = textwrap.dedent(r'''
 ''')
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# torchrun processes: slow; gloo needed (both marks kept: a second assignment would drop the first).
+pytestmark = [_GLOO, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def _free_port():

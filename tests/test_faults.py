@@ -272,6 +272,7 @@ def _assert_like_straight(straight, out):
         assert [r[key] for r in got] == [r[key] for r in want], (key, [r[key] for r in got], [r[key] for r in want])
 
 
+@pytest.mark.slow
 def test_kill_at_each_moment_then_resume_gives_identical_weights(kills, tmp_path):
     """SIGKILL mid training step, mid evaluation, mid checkpoint write, between a checkpoint and
     its CSV row, and mid model.pth write; each time --resume, until the run finishes."""
@@ -303,6 +304,7 @@ def test_kill_at_each_moment_then_resume_gives_identical_weights(kills, tmp_path
     _assert_like_straight(kills.straight, out)
 
 
+@pytest.mark.slow
 def test_kill_at_random_moments_then_resume_gives_identical_weights(kills, tmp_path):
     """Four SIGKILLs at seeded random moments spread over the run, each followed by --resume (or a
     fresh start when no checkpoint was written yet), then a run to the end. A moment is a random

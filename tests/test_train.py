@@ -56,6 +56,7 @@ def _run_args(data, out, epochs=3):
             "--dropout", "0.1", "--mixup", "--autoaugment", "--input-path", "workers"]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_identical_weights(tmp_path):
     data = make_image_folder(str(tmp_path / "data"), n_train=40, n_test=8)
     code, _, err = run_cli(*_run_args(data, tmp_path / "straight"))
@@ -80,6 +81,7 @@ def test_kill_and_resume_gives_identical_weights(tmp_path):
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_recipe(tmp_path):
     data = make_image_folder(str(tmp_path / "data"), n_train=4, n_test=2)
     out = tmp_path / "run"
@@ -117,6 +119,7 @@ def test_comet_failure_is_a_warning_not_a_crash(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "run" / "metrics.csv").exists()
 
 
+@pytest.mark.slow
 def test_eval_only_prints_loss_and_accuracy(tmp_path):
     data = make_image_folder(str(tmp_path / "data"), n_train=8, n_test=4)
     out = tmp_path / "run"
@@ -152,6 +155,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, needle):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x00garbage")
@@ -160,6 +164,7 @@ def test_unreadable_checkpoint_is_one_line(tmp_path):
     assert code == 2 and "cannot read checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_dry_run_writes_nothing(tmp_path):
     data = make_image_folder(str(tmp_path / "data"), n_train=40, n_test=40)
     out = tmp_path / "run"
@@ -172,6 +177,7 @@ def test_dry_run_writes_nothing(tmp_path):
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "vit-cifar-dry-*"))) == before  # scratch removed
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_trains_at_its_own_input_size(tmp_path):
     """A timm backbone from a local state dict (offline): head replaced, images resized to 160."""
     import timm
@@ -193,6 +199,7 @@ def test_pretrained_backbone_trains_at_its_own_input_size(tmp_path):
     assert (trained[key] - start).abs().max() < 0.05 and not torch.equal(trained[key], start)
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_eager(tmp_path):
     """--compile on (torch.compile, the CUDA default) computes the same training as eager."""
     data = make_image_folder(str(tmp_path / "data"), n_train=8, n_test=4)
