@@ -21,7 +21,6 @@ are masks made from `arange` comparisons; per-batch decisions are `torch.where` 
 Mixers return `(x, y_a, y_b, lam)` with `y_b` always a tensor and `lam` a 0-dim float tensor
 (1 when the batch was left unmixed), so the training step has one shape of code.
 """
-import collections
 import math
 
 import torch
@@ -287,80 +286,12 @@ class BatchMixer:
 # ---------------------------------------------------------------- op-count audit
 
 # Ops that make the host wait for the device (or whose output shape depends on the data).
-_SYNC_OPS = {"_local_scalar_dense", "item", "nonzero", "masked_select", "unique",
-             "_unique", "_unique2", "unique_consecutive", "unique_dim", "is_nonzero", "equal",
-             "allclose"}
-_COPY_OPS = {"_to_copy", "copy_", "copy", "_copy_from", "_copy_from_and_resize"}
-_INDEX_OPS = {"index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_index", "_unsafe_index_put"}
-
-
-def _is_mask(t):
-    return isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)
-
-
 def count_ops(fn, batch_size, shape=(3, 32, 32), device="meta", dtype=torch.float32, with_labels=False,
               num_classes=10):
-    """Runs fn on one (batch_size, *shape) batch on `device` and records every aten op it calls.
-
-    fn(x) (or fn(x, y) with `with_labels`, y integer labels) returns the augmented batch. Returns
-    {"ops": total ops, "syncs": ops that block the host (.item(), nonzero, ...), "blocking_copies":
-    copies from a CPU tensor to another device, "host_inputs": ops given a CPU tensor while
-    working on another device (a CPU scalar tensor, a host-made index), "by_op": {op: count}}.
-    The batch is made before recording starts, so only fn's own ops count. On `meta`, `.item()`
-    reads as 0 and `nonzero` and boolean masks as empty, so the count goes on past them.
-    """
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    device = torch.device(device)
-    x = torch.zeros((batch_size, *shape), device=device, dtype=dtype)
-    y = torch.zeros(batch_size, device=device, dtype=torch.long) if with_labels else None
-    stats = {"ops": 0, "syncs": 0, "blocking_copies": 0, "host_inputs": 0}
-    by_op = collections.Counter()
-
-    def on_cpu(t):
-        return isinstance(t, torch.Tensor) and t.device.type == "cpu"
-
-    class Recorder(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            name = func.overloadpacket.__name__
-            stats["ops"] += 1
-            by_op[str(func)] += 1
-            stats["syncs"] += name in _SYNC_OPS
-            if name in _INDEX_OPS and any(_is_mask(t) for t in args[1]):
-                # Boolean-mask indexing finds the mask's nonzeros inside the kernel: a sync.
-                stats["syncs"] += 1
-                if args[0].is_meta:
-                    indices = []
-                    for t in args[1]:
-                        empty = [torch.empty(0, dtype=torch.long, device=t.device)] * t.dim() if _is_mask(t) else None
-                        indices += empty or [t]
-                    args = (args[0], indices, *args[2:])
-            if name in _COPY_OPS:
-                if name == "_to_copy":
-                    src, dst = args[0], kwargs.get("device") or args[0].device
-                elif name in ("copy_", "copy"):
-                    src, dst = args[1], args[0].device
-                else:  # _copy_from(src, dst)
-                    src, dst = args[0], args[1].device
-                stats["blocking_copies"] += on_cpu(src) and torch.device(dst).type != "cpu"
-            elif device.type != "cpu":
-                flat = list(args) + list(kwargs.values())
-                flat += [t for a in flat if isinstance(a, (list, tuple)) for t in a]
-                # A CPU tensor feeding an op that works on another device (making CPU tensors is fine).
-                on_device = any(isinstance(a, torch.Tensor) and not on_cpu(a) for a in flat)
-                stats["host_inputs"] += on_device and any(on_cpu(a) for a in flat)
-            if name in _SYNC_OPS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-                # Meta tensors hold no values; go on with a stand-in so every sync gets counted.
-                if name == "_local_scalar_dense":
-                    return False if args[0].dtype == torch.bool else 0
-                if name == "nonzero":
-                    return torch.empty((0, args[0].dim()), dtype=torch.long, device=args[0].device)
-            return func(*args, **kwargs)
-
-    with Recorder():
-        fn(x, y) if with_labels else fn(x)
-    return {**stats, "by_op": dict(by_op)}
+    """sync_audit.count_ops: the ops, syncs, blocking copies and host inputs of one fn(x) (or
+    fn(x, y)) call, counted on the meta device by default."""
+    from sync_audit import count_ops as count
+    return count(fn, batch_size, shape, device, dtype, with_labels, num_classes)
 
 
 # ---------------------------------------------------------------- build from settings

@@ -28,7 +28,6 @@ Only the ops that a slot can draw are computed for it (a static property of the 
 """
 import copy
 import math
-from collections import Counter
 
 import numpy as np
 import torch
@@ -775,39 +774,9 @@ def _check_translate_fraction(space_at, n_bins):
 
 # ---------------------------------------------------------------- audit
 
-_SYNC_OPS = frozenset({"_local_scalar_dense", "nonzero", "nonzero_static", "masked_select", "_unique",
-                       "_unique2", "unique_dim", "unique_consecutive", "item", "is_nonzero", "equal"})
-_COPY_OPS = frozenset({"_to_copy", "copy_", "copy", "to", "_copy_from", "_copy_from_and_resize"})
-
-
 def count_ops(policy, batch_size, image_shape=(3, 32, 32), device="meta"):
-    """The aten ops of one `policy(images)` call on a (batch_size, *image_shape) batch on `device`
-    (a copy of the policy is moved there first): {"ops": total, "syncs": ops that read device
-    values on the host, "blocking_copies": copies from a CPU tensor to another device, "by_op": {...}}."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
-
-    device = torch.device(device)
-    counts, syncs, copies = Counter(), 0, 0
-
-    class _Recorder(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            nonlocal syncs, copies
-            kwargs = kwargs or {}
-            name = func.overloadpacket.__name__
-            counts[name] += 1
-            syncs += name in _SYNC_OPS
-            out = func(*args, **kwargs)
-            if name in _COPY_OPS:
-                ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-                outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-                if any(t.device.type == "cpu" and t.dim() > 0 for t in ins) and \
-                        any(t.device.type != "cpu" for t in outs + ins):
-                    copies += 1
-            return out
-
+    """The counts (sync_audit.count_ops) of one `policy(images)` call on a uint8 (batch_size,
+    *image_shape) batch on `device`; a copy of the policy is moved there first."""
+    from sync_audit import count_ops as count
     moved = copy.deepcopy(policy).to(device)
-    images = torch.zeros((batch_size, *image_shape), dtype=torch.uint8, device=device)
-    with _Recorder():
-        moved(images)
-    return {"ops": sum(counts.values()), "syncs": syncs, "blocking_copies": copies, "by_op": dict(counts)}
+    return count(moved, batch_size, image_shape, device, torch.uint8)

@@ -186,7 +186,7 @@ def audit_device_path(args):
         return c.counts()
 
     two, four = epoch(2), epoch(4)
-    loop = {k: (four[k] - two[k]) / 2 for k in four}
+    loop = {k: (four[k] - two[k]) / 2 for k in ("ops", "syncs", "blocking_copies")}
     return {"batch_size": args.batch_size, "policy": args.policy, "model": args.model_name,
             "aug_ops_per_batch": aug.ops, "aug_syncs_per_batch": aug.syncs,
             "aug_blocking_copies_per_batch": aug.blocking_copies, "step_ops": step.ops,
