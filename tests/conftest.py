@@ -4,6 +4,7 @@ The 'learnable' task: 4 classes of 32x32 noisy images, each class a different co
 a bright square, so a small model gets it right quickly and a broken one cannot.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -54,6 +55,16 @@ def run_cli(*argv, timeout=300):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *map(str, argv)],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+# Models of more than ~20M parameters: their build-and-run tests are marked slow, so the fast
+# subset (pytest -m "not slow") keeps to the small ones; the full suite runs all.
+LARGE_MODELS = re.compile(r"convnext|efficientnetv2|resnet(50|101|152)$|wrn|pyramidnet")
+
+
+def model_params(names):
+    """pytest parameters for model names, the large ones marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if LARGE_MODELS.search(n) else n for n in names]
 
 
 # Flags that make a run small enough for the CPU test budget.

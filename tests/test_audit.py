@@ -44,6 +44,7 @@ def test_no_syncs_and_no_blocking_copies_per_step(flags):
     assert r["step_syncs"] == 0 and r["step_blocking_copies"] == 0, r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["--autoaugment", "--randaugment", "--trivialaugment"])
 def test_augmentation_op_count_does_not_grow_with_the_batch(policy):
     small, large = audit("--batch-size", "8", policy), audit("--batch-size", "256", policy)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 import models
+from conftest import model_params
 from models import pyramidnet, resnet, torchvision_nets, vgg
 from models.pyramidnet import ShakeDrop, build_pyramidnet
 from models.resnet import BasicBlock, Bottleneck, PreActBlock, PreActBottleneck
@@ -122,10 +123,7 @@ def test_builder_signature_and_options(name):
 
 
 # Over 80M parameters: several seconds each for a forward and backward on a small CPU.
-LARGE = {"convnext_base", "convnext_large", "efficientnetv2_l"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in MODELS])
+@pytest.mark.parametrize("name", model_params(MODELS))
 def test_forward_backward_and_param_count(name):
     torch.manual_seed(0)
     model = MODELS[name](10, image_size=32, in_chans=3)

@@ -145,6 +145,7 @@ def test_train_subset_is_seeded(tmp_path):
         load_data(args_for("--dataset", "folder", "--data-dir", root, "--train-subset", "1000"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", [[], ["--autoaugment"], ["--randaugment"], ["--trivialaugment"]])
 def test_both_input_paths_agree_in_distribution(tmp_path, policy):
     """Same augmentations on both paths: batch statistics over an epoch agree closely."""

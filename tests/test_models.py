@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import model_params
 import torch
 import torch.nn as nn
 from torchvision.ops import SqueezeExcitation
@@ -20,7 +21,6 @@ from utils import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESNETS = [f"{p}resnet{d}" for p in ("", "preact_") for d in (18, 34, 50, 101, 152)]
 # Over 80M parameters: seconds just to build on a small CPU.
-LARGE = {"convnext_base", "convnext_large", "efficientnetv2_l"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -181,10 +181,6 @@ def good_and_bad_size(name):
     return good, bad
 
 
-def model_params(names):
-    return [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in names]
-
-
 @pytest.mark.parametrize("name", model_params(models.model_names()))
 def test_image_sizes_are_the_networks_own(name):
     """The smallest declared size builds and runs; the bad one is refused in one line, and (above 0)
@@ -238,8 +234,9 @@ def test_model_table_rows():
 
 @pytest.mark.parametrize("code", [
     # importing the registry imports no model code; reading it does
-    "import sys, models; assert 'vit' not in sys.modules and not [m for m in sys.modules if m.startswith('models.')]; "
-    "from models import build_model; build_model('k47_vit_tiny', 10, 8, 3, depth=1); print(len(models.MODELS))",
+    pytest.param("import sys, models; assert 'vit' not in sys.modules and not [m for m in sys.modules if m.startswith('models.')]; "
+                 "from models import build_model; build_model('k47_vit_tiny', 10, 8, 3, depth=1); print(len(models.MODELS))",
+                 marks=pytest.mark.slow),
     # a family module first (models.k47 imports models.vit_variants, models.layers and vit, all import
     # models): no cycle, nothing registered twice
     pytest.param("import sys; from models import k47; import models; assert 'models.resnet' not in sys.modules; "

@@ -244,6 +244,7 @@ needs_hook = pytest.mark.skipif(not _takes_callbacks(),
                                 reason="main.main takes no epoch_callbacks yet (sweep.py reports epochs through it)")
 
 
+@pytest.mark.slow
 @needs_hook
 def test_sweep_runs_resumes_and_writes_best(tmp_path):
     import optuna

@@ -15,7 +15,7 @@ import torch
 import build
 import main as cli
 from utils import UserError
-from conftest import ROOT, TINY, make_image_folder, run_cli
+from conftest import ROOT, TINY, make_image_folder, model_params, run_cli
 
 
 def train(*argv):
@@ -93,6 +93,7 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     assert code == 2 and "--resume" in err
 
 
+@pytest.mark.slow
 def test_comet_offline_logs_metrics(tmp_path):
     pytest.importorskip("comet_ml")
     data = make_image_folder(str(tmp_path / "data"), n_train=8, n_test=4)
@@ -215,7 +216,7 @@ def test_compiled_step_matches_eager(tmp_path):
     assert abs(eager[-1]["train_loss"] - compiled[-1]["train_loss"]) < 1e-4
 
 
-@pytest.mark.parametrize("name", __import__("models").model_names())
+@pytest.mark.parametrize("name", model_params(__import__("models").model_names()))
 def test_every_registered_model_builds_from_the_command_line_flags(name):
     """main.py's flag -> option wiring reaches every registry entry (the zoo files test the maths)."""
     import models
