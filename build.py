@@ -276,7 +276,8 @@ def build_training(args, data, model, device, rank=0, world_size=1):
         input_size=args.input_size, crop_padding=args.crop_padding, hflip=args.hflip, seed=args.seed,
         policies=policies, extras=build_extras(rcpaste=args.rcpaste, cutout=args.cutout,
                                                random_erasing=args.random_erasing),
-        workers=args.workers, rank=rank, world_size=world_size, repeats=args.repeated_aug)
+        workers=args.workers, rank=rank, world_size=world_size, repeats=args.repeated_aug,
+        compile_augment=compiles(args, device) and device.type != "meta")
     steps_per_epoch = min(2, len(train_loader)) if args.dry_run else len(train_loader)
     optimizer = make_optimizer(model, args)
     amp_dtype, scaler = amp_setup(args, device)
@@ -286,6 +287,11 @@ def build_training(args, data, model, device, rank=0, world_size=1):
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, optimizer=optimizer,
                            scheduler=make_scheduler(optimizer, args, steps_per_epoch), amp_dtype=amp_dtype,
                            scaler=scaler, ema=ema, mixer=mixer)
+
+
+def compiles(args, device):
+    """Whether --compile asks for torch.compile here (auto: on CUDA)."""
+    return args.compile not in ("off", "auto") or (args.compile == "auto" and device.type == "cuda")
 
 
 def wrap_model(model, args, device, world_size=1):

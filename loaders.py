@@ -52,9 +52,14 @@ class DeviceSource:
     device, from its RNG, so no batch waits for a host-to-device copy.
     """
 
-    def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, rank=0, world_size=1, repeats=1):
+    def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, rank=0, world_size=1, repeats=1,
+                 compile_augment=False):
         self.x, self.y = x.to(device), y.to(device)
         self.repeats = repeats
+        # Eager, the augmentation is a fixed few hundred small kernels a batch; compiled with
+        # static shapes, inductor fuses them into a few. If compiling fails, eager it is.
+        self._augment = torch.compile(self.augment, fullgraph=True, dynamic=False) if compile_augment else self.augment
+        self._compiled = compile_augment
         self.batch_size, self.crop_padding, self.hflip = batch_size, crop_padding, hflip
         self.policy = policy.to(device) if policy is not None and hasattr(policy, "to") else policy
         self.rank, self.world_size = rank, world_size
@@ -83,12 +88,28 @@ class DeviceSource:
         n = self.batch_images
         for start in range(0, len(self) * n, n):
             idx = order[start:start + n]
-            x = random_crop(self.x[idx], self.crop_padding)
-            if self.hflip:
-                x = random_hflip(x)
-            if self.policy is not None:
-                x = self.policy(x)
-            yield x, self.y[idx]
+            yield self._augmented(self.x[idx]), self.y[idx]
+
+    def augment(self, x):
+        """Crop, flip and policy of one uint8 batch: the same ops whatever was drawn."""
+        x = random_crop(x, self.crop_padding)
+        if self.hflip:
+            x = random_hflip(x)
+        if self.policy is not None:
+            x = self.policy(x)
+        return x
+
+    def _augmented(self, x):
+        if not self._compiled:
+            return self._augment(x)
+        try:
+            return self._augment(x)
+        except Exception as e:  # a compiler failure must not cost the run: say so once, go on eager
+            import sys
+            print(f"warning: compiling the augmentation failed ({type(e).__name__}); running it eagerly",
+                  file=sys.stderr)
+            self._augment, self._compiled = self.augment, False
+            return self._augment(x)
 
 
 class _UInt8Dataset(torch.utils.data.Dataset):
@@ -207,7 +228,8 @@ class EvalLoader:
 
 
 def build_loaders(data, device, *, input_path, batch_size, eval_batch_size, input_size, crop_padding, hflip,
-                  seed, policies=(None, None), extras=(), workers=0, rank=0, world_size=1, repeats=1):
+                  seed, policies=(None, None), extras=(), workers=0, rank=0, world_size=1, repeats=1,
+                  compile_augment=False):
     """(train loader, per-epoch evaluation loader). `policies` is (PIL transform for the workers
     path, batched transform for the device path), as augment.build_policy returns them."""
     pil_policy, batch_policy = policies
@@ -216,7 +238,7 @@ def build_loaders(data, device, *, input_path, batch_size, eval_batch_size, inpu
                   world_size=world_size, repeats=repeats)
     on_device = input_path == "device"
     if on_device:
-        source = DeviceSource(data.train_x, data.train_y, policy=batch_policy, **common)
+        source = DeviceSource(data.train_x, data.train_y, policy=batch_policy, compile_augment=compile_augment, **common)
     else:
         source = WorkerSource(data.train_x, data.train_y, policy=pil_policy, workers=workers, **common)
     train = TrainLoader(source, normalize, list(extras), seed)

@@ -77,6 +77,28 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
                 "pipeline_autoaugment", "workers_0", "run_epochs"):
         assert key in r and "error" not in r[key], (key, r.get(key))
     assert r["step_b8_compile_off"]["train_images_per_second"] > 0
-    assert set(r["augmentation_alone_b16"]) == {"autoaugment", "randaugment", "trivialaugment"}
+    assert set(r["augmentation_alone_b16"]) == {f"{p}_{m}" for p in ("autoaugment", "randaugment", "trivialaugment")
+                                                 for m in ("eager", "compiled")}
     assert r["run_epochs"]["exit_code"] == 0 and len(r["run_epochs"]["epoch_seconds"]) == 2
     assert "finished" in r
+
+
+@pytest.mark.slow
+def test_compiled_augmentation_runs_and_keeps_the_batch(one_thread):
+    """--compile on the device path also compiles crop + flip + policy (fullgraph, static shapes);
+    its random draws differ from eager (inductor's RNG), its output is a batch of the same kind."""
+    from augment import build_policy
+    from loaders import DeviceSource
+
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(64)
+    _, policy = build_policy("autoaugment")
+    src = DeviceSource(x, y, 16, 4, True, policy, torch.device("cpu"), compile_augment=True)
+    src.set_epoch(0, 0)
+    batches = list(src)
+    assert src._compiled, "compiling fell back to eager"
+    assert len(batches) == 4 and all(b.shape == (16, 3, 32, 32) and b.dtype == torch.uint8 for b, _ in batches)
+    eager = DeviceSource(x, y, 16, 4, True, policy, torch.device("cpu"))
+    eager.set_epoch(0, 0)
+    mean = lambda bs: torch.cat([b for b, _ in bs]).float().mean()  # noqa: E731
+    assert abs(mean(batches) - mean(list(eager))) < 12  # the same augmentation, other draws

@@ -78,15 +78,17 @@ def augmentation_alone(args, batch):
     for name in ("autoaugment", "randaugment", "trivialaugment"):
         _, policy = build_policy(name)
         policy = policy.to(device)
-        reps = 3 if args.tiny else 50
-        for _ in range(3):
-            policy(x)
-        bench.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(reps):
-            policy(x)
-        bench.synchronize(device)
-        out[name] = reps * batch / (time.perf_counter() - start)
+        # Eager, and compiled as the device path runs it under --compile (fullgraph, static shapes).
+        for mode, fn in (("eager", policy), ("compiled", torch.compile(policy, fullgraph=True, dynamic=False))):
+            reps = 3 if args.tiny else 50
+            for _ in range(3):
+                fn(x)
+            bench.synchronize(device)
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn(x)
+            bench.synchronize(device)
+            out[f"{name}_{mode}"] = reps * batch / (time.perf_counter() - start)
     return out
 
 
