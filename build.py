@@ -34,6 +34,10 @@ def check(condition, message):
 
 def resolve_args(args):
     """Validate the flags and fill in what defaults to 'depends' (never overriding a set flag)."""
+    for name in ("lr", "min_lr", "weight_decay", "momentum", "beta1", "beta2", "grad_clip", "smoothing", "dropout",
+                 "drop_path", "sam_rho", "gamma", "mixup_alpha", "cutmix_beta", "random_erasing", "ema_decay"):
+        value = getattr(args, name)
+        check(value is None or math.isfinite(value), f"--{name.replace('_', '-')} must be a finite number, got {value}")
     for name, value in [("batch-size", args.batch_size), ("eval-batch-size", args.eval_batch_size),
                         ("max-epochs", args.max_epochs), ("image-size", args.image_size),
                         ("log-interval", args.log_interval)]:
@@ -42,10 +46,6 @@ def resolve_args(args):
                         ("weight-decay", args.weight_decay), ("workers", args.workers), ("train-subset", args.train_subset),
                         ("grad-clip", args.grad_clip), ("cutout", args.cutout), ("crop-padding", args.crop_padding)]:
         check(value >= 0, f"--{name} must not be negative, got {value}")
-    for name in ("lr", "min_lr", "weight_decay", "momentum", "beta1", "beta2", "grad_clip", "smoothing", "dropout",
-                 "drop_path", "sam_rho", "gamma", "mixup_alpha", "cutmix_beta", "random_erasing", "ema_decay"):
-        value = getattr(args, name)
-        check(value is None or math.isfinite(value), f"--{name.replace('_', '-')} must be a finite number, got {value}")
     check(0 <= args.seed < 2**63, f"--seed must be in [0, 2**63), got {args.seed}")
     check(args.lr > 0, "--lr must be positive")
     check(args.min_lr <= args.lr, f"--min-lr {args.min_lr} is above --lr {args.lr}")
