@@ -154,6 +154,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
     start = time.perf_counter()
     bar = tqdm(total=n_steps, desc=f"train {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
     kwargs = dict(amp_dtype=amp_dtype, scaler=scaler, mixer=mixer, grad_clip=grad_clip, ema=ema)
+    lr = optimizer.param_groups[0]["lr"]  # the rate the epoch starts at (all of it, with the per-epoch schedule)
     for step, (x, y) in enumerate(loader):
         if step >= n_steps:
             break
@@ -183,7 +184,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
     return {
         "train_loss": loss_sum / seen,
         "train_acc": correct / seen,
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": lr,
         "train_seconds": seconds,
         "train_images_per_second": seen / seconds if seconds > 0 else math.nan,
         "skipped_steps": skipped,
