@@ -221,8 +221,9 @@ def test_train_subset_decodes_only_its_images(tmp_path, monkeypatch):
     root = make_image_folder(str(tmp_path / "d"), n_train=10, n_test=2)
     full = load_folder(root, 32)
     decoded = []
-    real = datamod.read_image
-    monkeypatch.setattr(datamod, "read_image", lambda path, *a: decoded.append(path) or real(path, *a))
+    import images
+    real = images.read_image
+    monkeypatch.setattr(images, "read_image", lambda path, *a: decoded.append(path) or real(path, *a))
     data = load_dataset("folder", root, image_size=32, train_subset=7, seed=5)
     assert len(decoded) == 7 + 8  # the subset and the test split, not the 40 training images
     # The same draw as before: randperm over the training file list, sorted.
