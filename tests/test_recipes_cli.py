@@ -70,3 +70,25 @@ def test_best_is_chosen_on_validation_with_val_split(tmp_path, one_thread):
     assert report["best_chosen_on"] == "validation" and report["best_epoch"] == best["epoch"]
     assert report["best_val_acc"] == pytest.approx(best["val_acc"])
     assert (out / "model_best.pth").exists() and 0 <= report["best_test_acc"] <= 1
+
+
+def test_repeated_augmentation_on_both_input_paths():
+    """--repeated-aug 3: each drawn image three times in a row, the epoch as long as without,
+    and on the device path the three copies augmented independently."""
+    import torch
+
+    from loaders import DeviceSource, WorkerSource, repeat_order
+
+    order = repeat_order(torch.randperm(12, generator=torch.Generator().manual_seed(0)), 3)
+    assert len(order) == 12 and all((order[i:i + 3] == order[i]).all() for i in range(0, 12, 3))
+    x = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    y = torch.arange(12)
+    dev = DeviceSource(x, y, 6, 2, True, None, torch.device("cpu"), repeats=3)
+    dev.set_epoch(0, 0)
+    (xa, ya), (xb, yb) = list(dev)
+    assert ya.tolist()[:3] == [ya[0].item()] * 3 and len(set(ya.tolist() + yb.tolist())) == 4
+    assert not torch.equal(xa[0], xa[1]) or not torch.equal(xa[1], xa[2])  # other crops/flips of one image
+    work = WorkerSource(x, y, 6, 2, True, None, torch.device("cpu"), workers=0, repeats=3)
+    work.set_epoch(0, 0)
+    labels = [lab for _, yy in work for lab in yy.tolist()]
+    assert len(labels) == 12 and all(labels[i] == labels[i + 1] == labels[i + 2] for i in range(0, 12, 3))
