@@ -290,8 +290,14 @@ def build_training(args, data, model, device, rank=0, world_size=1):
 
 
 def compiles(args, device):
-    """Whether --compile asks for torch.compile here (auto: on CUDA)."""
-    return args.compile not in ("off", "auto") or (args.compile == "auto" and device.type == "cuda")
+    """Whether --compile asks for torch.compile here (auto: on CUDA). When it does, compiled code
+    draws its random numbers with the same kernels as eager code (inductor's fallback_random), so
+    a seed gives the same augmentation and dropout with or without --compile."""
+    on = args.compile not in ("off", "auto") or (args.compile == "auto" and device.type == "cuda")
+    if on:
+        import torch._inductor.config
+        torch._inductor.config.fallback_random = True
+    return on
 
 
 def wrap_model(model, args, device, world_size=1):
@@ -301,11 +307,10 @@ def wrap_model(model, args, device, world_size=1):
         if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules, keeps the parameters
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if args.compile == "on" or (args.compile == "auto" and device.type == "cuda"):
+    if compiles(args, device):
         # Static shapes: the device path drops the last partial batch and pads evaluation's.
-        net = torch.compile(net, dynamic=False)
-    elif args.compile in ("reduce-overhead", "max-autotune"):
-        net = torch.compile(net, dynamic=False, mode=args.compile)
+        mode = args.compile if args.compile in ("reduce-overhead", "max-autotune") else None
+        net = torch.compile(net, dynamic=False, mode=mode)
     return net
 
 

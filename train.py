@@ -198,7 +198,7 @@ def train(args, epoch_callbacks=()):
 
 
 def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path, rank, world_size, epoch_callbacks):
-    """The training loop of main(), in a claimed output folder."""
+    """The training loop of train(), in a claimed output folder."""
     is_main = rank == 0
     data_fp = fingerprint(data, args.data_dir, args.dataset)  # what --resume and --eval-only check against
     run = build_training(args, data, model, device, rank, world_size)
