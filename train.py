@@ -80,10 +80,15 @@ def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, c
     report = classification_report(logits, data.test_y, _class_names(args, data))
     report["test_loss"] = criterion(logits, data.test_y).item()
     write_json(report, os.path.join(out_dir, "report.json"))
-    for name, path in [("confusion_matrix", plot_confusion(report["confusion"], report["classes"],
-                                                           os.path.join(out_dir, "confusion.png"))),
-                       ("curves", plot_run(out_dir))]:
-        comet.log_image(path, name)
+    plots = [("confusion_matrix", lambda: plot_confusion(report["confusion"], report["classes"],
+                                                         os.path.join(out_dir, "confusion.png"))),
+             ("curves", lambda: plot_run(out_dir))]
+    for name, draw in plots:
+        try:  # a picture must not cost the run its report: the weights and report.json are written
+            comet.log_image(draw(), name)
+        except Exception as e:
+            print(f"warning: could not draw {name} ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+                  file=sys.stderr)
     comet.log_metrics({"final_test_acc": report["accuracy"], "final_test_loss": report["test_loss"],
                        "final_macro_f1": report["macro_f1"]}, epoch=args.max_epochs)
     return report

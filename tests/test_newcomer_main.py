@@ -155,3 +155,16 @@ def test_bench_steps_zero_is_one_line():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "--steps", "0"], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--steps must be positive" in proc.stderr
+
+
+def test_a_plot_that_fails_is_a_warning_not_a_lost_report(data, tmp_path, monkeypatch, capsys):
+    import plot
+
+    def broken(run_dir):
+        raise TypeError("'value' must be an instance of str or bytes, not a float")
+
+    monkeypatch.setattr(plot, "plot_run", broken)
+    out = tmp_path / "run"
+    assert run(data, out, "--max-epochs", 1) == 0
+    assert "warning: could not draw curves (TypeError" in capsys.readouterr().err
+    assert (out / "report.json").exists() and (out / "model.pth").exists()
