@@ -72,11 +72,13 @@ def run_eval_only(args, model, data, device, criterion):
     return report
 
 
-def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, comet):
-    """The test set, once, with the final weights: report.json, confusion.png, curves.png."""
+def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, comet, logits=None):
+    """The test set, once, with the final weights: report.json, confusion.png, curves.png.
+    `logits`: the last epoch's, when its evaluation already was this one (same weights, no TTA)."""
     from plot import plot_confusion, plot_run  # matplotlib: imported where it is used
-    logits = predict_logits(model, data.test_x, data.mean, data.std, args.input_size, device,
-                            args.eval_batch_size, tta=_tta(args), amp_dtype=amp_dtype)
+    if logits is None:
+        logits = predict_logits(model, data.test_x, data.mean, data.std, args.input_size, device,
+                                args.eval_batch_size, tta=_tta(args), amp_dtype=amp_dtype)
     report = classification_report(logits, data.test_y, _class_names(args, data))
     report["test_loss"] = criterion(logits, data.test_y).item()
     write_json(report, os.path.join(out_dir, "report.json"))
@@ -92,6 +94,20 @@ def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, c
     comet.log_metrics({"final_test_acc": report["accuracy"], "final_test_loss": report["test_loss"],
                        "final_macro_f1": report["macro_f1"]}, epoch=args.max_epochs)
     return report
+
+
+def _last_evaluation(args, model, data, device, amp_dtype, criterion):
+    """The last epoch's test metrics from the logits the final report will use."""
+    start = time.perf_counter()
+    logits = predict_logits(model, data.test_x, data.mean, data.std, args.input_size, device, args.eval_batch_size,
+                            amp_dtype=amp_dtype)
+    seconds = time.perf_counter() - start
+    y, k = data.test_y, min(5, logits.shape[-1])
+    n = len(y)
+    return logits, {"test_loss": criterion(logits, y).item(), "test_acc": float((logits.argmax(-1) == y).float().mean()),
+                    "test_top5": float((logits.topk(k, -1).indices == y[:, None]).any(-1).float().mean()),
+                    "eval_seconds": seconds, "eval_images_per_second": n / seconds if seconds > 0 else math.nan,
+                    "test_images": n}
 
 
 def best_and_final(args, history, report, final, data, device, amp_dtype, out_dir):
@@ -242,6 +258,7 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
     bars = args.progress and is_main and sys.stderr.isatty()
     epochs = range(start_epoch, 1 if args.dry_run else args.max_epochs)
     saver = CheckpointPolicy(args.save_every)
+    final_logits = None  # the last epoch's test logits, when the final report can reuse them
     checkpointed = start_epoch  # epochs done in the checkpoint on disk
     try:
         for epoch in epochs:
@@ -254,7 +271,12 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
                                         log_interval=args.log_interval, progress=bars)
             except NonFiniteLoss as e:
                 raise UserError(str(e))
-            if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.max_epochs or args.dry_run:
+            reuse = (epoch + 1 == args.max_epochs and world_size == 1 and data.val_y is None and not args.dry_run
+                     and not _tta(args))
+            if reuse:  # the last epoch's test pass is the final report's: computed once, used twice
+                final_logits, test = _last_evaluation(args, ema.module if ema is not None else model, data, device,
+                                                      run.amp_dtype, criterion)
+            elif (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.max_epochs or args.dry_run:
                 test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device,
                                 amp_dtype=run.amp_dtype, max_steps=max_steps, progress=bars)
             else:  # not evaluated this epoch: the columns stay, empty
@@ -298,7 +320,8 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
         final = ema.module if ema is not None else model
         atomic_save(final.state_dict(), weights)
         comet.log_asset(weights, f"{args.experiment_name}.pth")
-        report = final_evaluation(args, final, data, device, run.amp_dtype, criterion, out_dir, comet)
+        report = final_evaluation(args, final, data, device, run.amp_dtype, criterion, out_dir, comet,
+                                  logits=final_logits)
         report.update(best_and_final(args, history, report, final, data, device, run.amp_dtype, out_dir))
         write_json(report, os.path.join(out_dir, "report.json"))
         comet.end()

@@ -92,3 +92,21 @@ def test_repeated_augmentation_on_both_input_paths():
     work.set_epoch(0, 0)
     labels = [lab for _, yy in work for lab in yy.tolist()]
     assert len(labels) == 12 and all(labels[i] == labels[i + 1] == labels[i + 2] for i in range(0, 12, 3))
+
+
+def test_the_final_report_reuses_the_last_epochs_test_pass(tmp_path, one_thread, monkeypatch):
+    """The last epoch's evaluation and report.json are one computation (same weights): the test
+    set is passed over once at the end, not twice."""
+    import evaluation
+    import train
+
+    calls = []
+    real = evaluation.predict_logits
+    monkeypatch.setattr(train, "predict_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = make_image_folder(str(tmp_path / "data"), n_train=8, n_test=4)
+    out = tmp_path / "run"
+    history = cli.main(cli.parse_args(["--dataset", "folder", "--data-dir", data, "--output-dir", str(out),
+                                       "--max-epochs", "2", *TINY]))
+    report = json.loads((out / "report.json").read_text())
+    assert len(calls) == 1 and report["accuracy"] == history[-1]["test_acc"]
+    assert report["test_loss"] == pytest.approx(history[-1]["test_loss"])
