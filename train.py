@@ -30,12 +30,9 @@ def _class_names(args, data):
     return data.classes + [f"unused_{i}" for i in range(len(data.classes), args.num_classes)]
 
 
-# What a run's config.json decides for --eval-only of its weights: the network and how its
-# inputs were made, so no size flag has to be repeated and TTA follows the run's flips.
 def _tta(args):
-    """Flip TTA only for runs that trained with flips (digits, --no-hflip: flipping hurts)."""
-    if args.tta and not args.hflip:
-        print("note: --tta skipped: this run trained without horizontal flips", file=sys.stderr)
+    """Flip TTA only for runs that trained with flips (digits, --no-hflip: flipping hurts);
+    train() says so once when it skips a --tta."""
     return args.tta and bool(args.hflip)
 
 
@@ -72,15 +69,20 @@ def run_eval_only(args, model, data, device, criterion):
     return report
 
 
-def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, comet, logits=None):
-    """The test set, once, with the final weights: report.json, confusion.png, curves.png.
-    `logits`: the last epoch's, when its evaluation already was this one (same weights, no TTA)."""
-    from plot import plot_confusion, plot_run  # matplotlib: imported where it is used
-    if logits is None:
-        logits = predict_logits(model, data.test_x, data.mean, data.std, args.input_size, device,
-                                args.eval_batch_size, tta=_tta(args), amp_dtype=amp_dtype)
+def test_report(args, model, data, device, amp_dtype, criterion):
+    """The test set's report with these weights: accuracy, top-5, macro-F1, per class, confusion, loss."""
+    logits = predict_logits(model, data.test_x, data.mean, data.std, args.input_size, device, args.eval_batch_size,
+                            tta=_tta(args), amp_dtype=amp_dtype)
     report = classification_report(logits, data.test_y, _class_names(args, data))
     report["test_loss"] = criterion(logits, data.test_y).item()
+    return report
+
+
+def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, comet, report=None):
+    """The test set, once, with the final weights: report.json, confusion.png, curves.png.
+    `report`: the last epoch's test_report, when its evaluation already was this one."""
+    from plot import plot_confusion, plot_run  # matplotlib: imported where it is used
+    report = report or test_report(args, model, data, device, amp_dtype, criterion)
     write_json(report, os.path.join(out_dir, "report.json"))
     plots = [("confusion_matrix", lambda: plot_confusion(report["confusion"], report["classes"],
                                                          os.path.join(out_dir, "confusion.png"))),
@@ -96,18 +98,11 @@ def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, c
     return report
 
 
-def _last_evaluation(args, model, data, device, amp_dtype, criterion):
-    """The last epoch's test metrics from the logits the final report will use."""
-    start = time.perf_counter()
-    logits = predict_logits(model, data.test_x, data.mean, data.std, args.input_size, device, args.eval_batch_size,
-                            amp_dtype=amp_dtype)
-    seconds = time.perf_counter() - start
-    y, k = data.test_y, min(5, logits.shape[-1])
-    n = len(y)
-    return logits, {"test_loss": criterion(logits, y).item(), "test_acc": float((logits.argmax(-1) == y).float().mean()),
-                    "test_top5": float((logits.topk(k, -1).indices == y[:, None]).any(-1).float().mean()),
-                    "eval_seconds": seconds, "eval_images_per_second": n / seconds if seconds > 0 else math.nan,
-                    "test_images": n}
+def _row_of(report, n, seconds):
+    """The metrics.csv columns of a test_report of n images that took `seconds`."""
+    return {"test_loss": report["test_loss"], "test_acc": report["accuracy"], "test_top5": report["top5"],
+            "eval_seconds": seconds, "eval_images_per_second": n / seconds if seconds > 0 else math.nan,
+            "test_images": n}
 
 
 def best_and_final(args, history, report, final, data, device, amp_dtype, out_dir):
@@ -182,6 +177,8 @@ def train(args, epoch_callbacks=()):
     if args.eval_only and args.weights:
         adopt_run_config(args)
     resolve_args(args)
+    if args.tta and not args.hflip:
+        print("note: --tta skipped: this run trained without horizontal flips", file=sys.stderr)
     if args.folds or args.seeds:
         return protocol.run(args, train)
     rank, world_size, device = init_distributed(args)
@@ -258,7 +255,7 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
     bars = args.progress and is_main and sys.stderr.isatty()
     epochs = range(start_epoch, 1 if args.dry_run else args.max_epochs)
     saver = CheckpointPolicy(args.save_every)
-    final_logits = None  # the last epoch's test logits, when the final report can reuse them
+    final_report = None  # the last epoch's test report, when the final report can be it
     checkpointed = start_epoch  # epochs done in the checkpoint on disk
     try:
         for epoch in epochs:
@@ -274,8 +271,10 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
             reuse = (epoch + 1 == args.max_epochs and world_size == 1 and data.val_y is None and not args.dry_run
                      and not _tta(args))
             if reuse:  # the last epoch's test pass is the final report's: computed once, used twice
-                final_logits, test = _last_evaluation(args, ema.module if ema is not None else model, data, device,
-                                                      run.amp_dtype, criterion)
+                eval_start = time.perf_counter()
+                final_report = test_report(args, ema.module if ema is not None else model, data, device,
+                                           run.amp_dtype, criterion)
+                test = _row_of(final_report, len(data.test_y), time.perf_counter() - eval_start)
             elif (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.max_epochs or args.dry_run:
                 test = evaluate(ema if ema is not None else net, run.test_loader, criterion, device,
                                 amp_dtype=run.amp_dtype, max_steps=max_steps, progress=bars)
@@ -321,7 +320,7 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
         atomic_save(final.state_dict(), weights)
         comet.log_asset(weights, f"{args.experiment_name}.pth")
         report = final_evaluation(args, final, data, device, run.amp_dtype, criterion, out_dir, comet,
-                                  logits=final_logits)
+                                  report=final_report)
         report.update(best_and_final(args, history, report, final, data, device, run.amp_dtype, out_dir))
         write_json(report, os.path.join(out_dir, "report.json"))
         comet.end()
