@@ -98,12 +98,9 @@ class StartClock:
     def __iter__(self):
         for i, batch in enumerate(self.loader):
             if i == self.skip:
-                _sync(self.device)
+                synchronize(self.device)
                 self.start = time.perf_counter()
             yield batch
-
-
-_sync = synchronize
 
 
 def time_training(net, loader, run, criterion, device, args, batch_size):
@@ -116,7 +113,7 @@ def time_training(net, loader, run, criterion, device, args, batch_size):
     called = time.perf_counter()
     train_one_epoch(net, clock, criterion, run.optimizer, run.scheduler, device, 0, amp_dtype=run.amp_dtype,
                     scaler=run.scaler, mixer=run.mixer, max_steps=steps, progress=False, log_interval=10**9)
-    _sync(device)
+    synchronize(device)
     time_training.warmup_seconds = clock.start - called  # compilation shows up here
     return args.steps * batch_size / (time.perf_counter() - clock.start)
 
@@ -141,12 +138,12 @@ def matmul_peak(device):
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    _sync(device)
+    synchronize(device)
     reps = 20 if device.type == "cuda" else 5
     start = time.perf_counter()
     for _ in range(reps):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e12, str(dtype).replace("torch.", "")
 
 

@@ -116,9 +116,9 @@ def claim_output_dir(out_dir, enabled=True):
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         try:
-            pid = int(open(lock).read().strip() or 0)
+            pid = int(open(lock).read().strip())  # empty: a run killed before it wrote its pid
             os.kill(pid, 0)
-            alive = pid != os.getpid()
+            alive = pid > 0 and pid != os.getpid()
         except (ValueError, ProcessLookupError):
             alive = False
         except PermissionError:

@@ -44,6 +44,8 @@ def test_a_second_run_in_the_same_folder_is_refused_and_a_stale_lock_taken_over(
     (out / ".lock").write_text(str(dead.pid))  # its process is gone
     assert run(data, out, "--max-epochs", 1) == 0
     assert not (out / ".lock").exists() and (out / "model.pth").exists()
+    (out / ".lock").write_text("")  # a run killed between creating its lock and writing its pid
+    assert run(data, out, "--max-epochs", 1, "--resume") == 0
 
 
 @pytest.mark.parametrize("argv,needle", [
