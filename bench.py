@@ -49,6 +49,8 @@ def get_args_parser():
                         help="synthetic training set size (default: 50000 on CUDA, 2048 elsewhere)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--skip-dataloader", action="store_true", help="do not measure the worker path")
+    parser.add_argument("--skip-pipeline", action="store_true",
+                        help="do not measure the device input path either: the step alone and evaluation")
     parser.add_argument("--audit", action="store_true",
                         help="count syncs, blocking copies and device ops per step on the meta device, no timing")
     return parser
@@ -239,8 +241,9 @@ def bench(args):
     results["train_warmup_seconds"] = time_training.warmup_seconds
     run.mixer = saved_mixer
     # 2. The device input path, same model and compiled graphs.
-    results["pipeline_images_per_second"] = time_training(
-        net, run.train_loader, run, criterion, device, args, args.batch_size)
+    if not args.skip_pipeline:
+        results["pipeline_images_per_second"] = time_training(
+            net, run.train_loader, run, criterion, device, args, args.batch_size)
     # 3. The worker input path.
     if not args.skip_dataloader:
         _, wrun, wnet = fresh("workers")
@@ -255,7 +258,6 @@ def bench(args):
     peak, peak_dtype = matmul_peak(device)
     results["matmul_peak_tflops"], results["matmul_peak_dtype"] = peak, peak_dtype
     results["tflops"] = results["train_images_per_second"] * train_flops / 1e12
-    results["pipeline_tflops"] = results["pipeline_images_per_second"] * train_flops / 1e12
     results["share_of_peak"] = results["tflops"] / peak
     results["peak_memory_gb"] = peak_memory_gb(device)
     try:  # how many graphs torch.compile built (more than one per module means recompiles)
@@ -263,9 +265,12 @@ def bench(args):
         results["compiled_graphs"] = int(counters["stats"]["unique_graphs"])
     except Exception:
         pass
-    results["pipeline_vs_step"] = results["pipeline_images_per_second"] / results["train_images_per_second"]
-    if "dataloader_images_per_second" in results:
-        results["pipeline_vs_dataloader"] = results["pipeline_images_per_second"] / results["dataloader_images_per_second"]
+    if "pipeline_images_per_second" in results:
+        results["pipeline_tflops"] = results["pipeline_images_per_second"] * train_flops / 1e12
+        results["pipeline_vs_step"] = results["pipeline_images_per_second"] / results["train_images_per_second"]
+        if "dataloader_images_per_second" in results:
+            results["pipeline_vs_dataloader"] = (results["pipeline_images_per_second"]
+                                                 / results["dataloader_images_per_second"])
     return results
 
 
@@ -275,11 +280,14 @@ def print_table(r):
         ("batch size / policy / precision", f"{r['batch_size']} / {r['policy']} / {r['precision']}"),
         ("train GFLOP per image (counted)", f"{r['train_gflop_per_image']:.3f}"),
         ("train img/s, data on device, no aug", f"{r['train_images_per_second']:,.0f}"),
-        ("train img/s, device pipeline", f"{r['pipeline_images_per_second']:,.0f}  ({r['pipeline_vs_step']:.2f}x of the step alone)"),
     ]
+    if "pipeline_images_per_second" in r:
+        rows.append(("train img/s, device pipeline",
+                     f"{r['pipeline_images_per_second']:,.0f}  ({r['pipeline_vs_step']:.2f}x of the step alone)"))
     if "dataloader_images_per_second" in r:
+        versus = f"  (device pipeline {r['pipeline_vs_dataloader']:.2f}x)" if "pipeline_vs_dataloader" in r else ""
         rows.append((f"train img/s, DataLoader ({r['dataloader_workers']} workers)",
-                     f"{r['dataloader_images_per_second']:,.0f}  (device pipeline {r['pipeline_vs_dataloader']:.2f}x)"))
+                     f"{r['dataloader_images_per_second']:,.0f}{versus}"))
     rows += [
         ("eval img/s", f"{r['eval_images_per_second']:,.0f}"),
         ("achieved TFLOP/s (step alone)", f"{r['tflops']:.3g} = {100 * r['share_of_peak']:.1f}% of "

@@ -134,14 +134,11 @@ def _atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        # Name the file the user knows, not the temp file it was being written as.
-        raise OSError(e.errno, e.strerror or str(e), path) from e
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if isinstance(e, OSError):  # name the file the user knows, not the temp file it was written as
+            raise OSError(e.errno, e.strerror or str(e), path) from e
         raise
 
 

@@ -137,7 +137,7 @@ def main(args):
     for b in batches:  # a, d, e
         for mode in modes:
             item(f"step_b{b}_compile_{mode}", bench_row, args,
-                 ["--batch-size", str(b), "--compile", mode, "--skip-dataloader"],
+                 ["--batch-size", str(b), "--compile", mode, "--skip-dataloader", "--skip-pipeline"],
                  os.path.join(args.out, f"step_b{b}_{mode}.log"))
     item("augmentation_alone_b%d" % batches[-1], augmentation_alone, args, batches[-1])  # b
     for flags, key in [([], "pipeline_none"), (["--autoaugment"], "pipeline_autoaugment")]:  # c
