@@ -3,6 +3,7 @@
 The 'learnable' task: 4 classes of 32x32 noisy images, each class a different colour cast or
 a bright square, so a small model gets it right quickly and a broken one cannot.
 """
+import contextlib
 import os
 import re
 import subprocess
@@ -35,14 +36,30 @@ def make_image_folder(root, n_train=40, n_test=12, classes=4, size=32, mode="RGB
     return root
 
 
-@pytest.fixture
-def one_thread():
-    """In-process runs on one thread: much faster on a small shared CPU, same code paths."""
+@contextlib.contextmanager
+def _torch_on_one_thread():
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """In-process runs on one thread: much faster on a small shared CPU, same code paths."""
+    with _torch_on_one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """one_thread for a whole module: at batch 1 or 2 there is little work to split, and on a busy
+    2-core machine OpenMP threads spend more time waiting for each other than computing."""
+    with _torch_on_one_thread():
+        yield
 
 
 @pytest.fixture

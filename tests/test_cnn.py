@@ -77,15 +77,7 @@ OPTIONS = {  # by builder
 SMALL = ["cnn", "resnet18", "preact_resnet18", "pyramidnet110", "vgg16", "efficientnetv2_s", "convnext_tiny"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # At batch 2 there is little work to split, and when the CPU is busy (other tests,
-    # other processes) OpenMP threads spend more time waiting for each other than
-    # computing: one thread ran these tests ~4x faster on a loaded 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def n_params(model):

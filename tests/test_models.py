@@ -23,13 +23,7 @@ RESNETS = [f"{p}resnet{d}" for p in ("", "preact_") for d in (18, 34, 50, 101, 1
 # Over 80M parameters: seconds just to build on a small CPU.
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # batch 1 at tiny sizes: threads only wait for each other on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 # --------------------------------------------------------------------------- names
