@@ -252,7 +252,7 @@ def kills(tmp_path_factory):
     """The data, the fork server, and the uninterrupted run (in this process, on one thread:
     the same bits as a process with OMP_NUM_THREADS=1) that the killed runs must end up equal to."""
     base = tmp_path_factory.mktemp("faults")
-    data = make_image_folder(str(base / "data"), n_train=10, n_test=4)  # 40 train images: 3 steps an epoch
+    data = make_image_folder(str(base / "data"), n_train=10, n_test=4)  # 40 train images
     zygote = Zygote(str(base))  # imports in the background while the straight run trains
     torch.set_num_threads(1)
     cli.main(cli.get_args_parser().parse_args([str(a) for a in _run_args(data, base / "straight")]))
@@ -306,35 +306,52 @@ def test_kill_at_each_moment_then_resume_gives_identical_weights(kills, tmp_path
 
 @pytest.mark.slow
 def test_kill_at_random_moments_then_resume_gives_identical_weights(kills, tmp_path):
-    """Four SIGKILLs at seeded random moments spread over the run, each followed by --resume (or a
-    fresh start when no checkpoint was written yet), then a run to the end. A moment is a random
-    point in the run's 12 optimizer steps (the run keeps going when it gets there) plus a random
-    0-150 ms, which reaches into the steps, the evaluations and the checkpoint writes around it."""
+    """Four SIGKILLs at seeded random moments, each followed by --resume (or a fresh start when no
+    checkpoint was written yet), then a run to the end. A moment is one or two optimizer steps
+    after the step the run resumes from (the run keeps going when it gets there) plus a random
+    pause of up to half an epoch of the straight run, which reaches into the steps, the
+    evaluations and the checkpoint writes around it. Moments count from where each run resumes,
+    so that a fast machine cannot run past all of them; a run that still gets to its end before
+    its kill is rewound (its folder restored) and killed again after a shorter pause."""
     z, out = kills.zygote, tmp_path / "run"
     argv = _run_args(kills.data, out)
+    # The device path drops the last partial batch: 40 images at batch 16 make 2 steps an epoch.
+    total = torch.load(kills.straight / "checkpoint.pt", weights_only=False)["scheduler"]["last_epoch"]
+    steps_per_epoch = total // EPOCHS
+    with open(kills.straight / "metrics.csv") as f:
+        epoch_seconds = sorted(float(r["epoch_seconds"]) for r in csv.DictReader(f))[EPOCHS // 2]
     rng = random.Random(20240501)
-    steps = sorted(rng.sample(range(1, EPOCHS * 3), 4))
-    landed, finished = 0, False
-    for i, step in enumerate(steps):
-        marker = str(tmp_path / f"m{i}")
-        resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
-        run = z.start(argv + resume, KILL_MARKER=marker, KILL_AFTER_STEPS=step)
-        deadline = time.time() + 180
-        while not os.path.exists(marker) and z.poll(run) is None and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0, 0.15))
-        code = z.kill(run)
-        if code != -signal.SIGKILL:  # a fast machine can get to the end first, near the end of the run
-            assert code == 0, z.output(run)
-            finished = True
+    landed, rewound, snapshot = 0, 0, tmp_path / "before"
+    while landed < 4:
+        ckpt = out / "checkpoint.pt"
+        done = (torch.load(ckpt, weights_only=False)["epoch"] + 1) * steps_per_epoch if ckpt.exists() else 0
+        if done == total:  # only the final evaluation and writes are left: no step to kill at
             break
+        step, pause = done + rng.randint(1, 2), rng.uniform(0, 0.5) * epoch_seconds
+        shutil.rmtree(snapshot, ignore_errors=True)
+        if out.exists():
+            shutil.copytree(out, snapshot)
+        while True:
+            marker = tmp_path / f"m{landed}-{rewound}"
+            run = z.start(argv + (["--resume"] if ckpt.exists() else []), KILL_MARKER=marker, KILL_AFTER_STEPS=step)
+            z.wait_for(marker, run)
+            time.sleep(pause)
+            code = z.kill(run)
+            if code == -signal.SIGKILL:
+                break
+            assert code == 0, z.output(run)
+            rewound, pause = rewound + 1, pause / 4  # the run finished first: rewind and kill sooner
+            assert rewound < 20, "the runs keep finishing before their kill"
+            shutil.rmtree(out)
+            if snapshot.exists():
+                shutil.copytree(snapshot, out)
         landed += 1
-        if (out / "checkpoint.pt").exists():  # whatever the moment, the checkpoint on disk is whole
-            torch.load(out / "checkpoint.pt", weights_only=False)
-    assert landed >= 3, f"only {landed} kills landed before the run finished"
-    if not finished:
-        run = z.start(argv + (["--resume"] if (out / "checkpoint.pt").exists() else []), KILL_MARKER=tmp_path / "m")
-        assert z.wait(run) == 0, z.output(run)
+        if ckpt.exists():  # whatever the moment, the checkpoint on disk is whole
+            torch.load(ckpt, weights_only=False)
+    print(f"{landed} kills landed, {rewound} runs rewound after finishing first")
+    assert landed >= 3, f"only {landed} kills landed before the run's last checkpoint"
+    run = z.start(argv + (["--resume"] if (out / "checkpoint.pt").exists() else []), KILL_MARKER=tmp_path / "m")
+    assert z.wait(run) == 0, z.output(run)
     _assert_like_straight(kills.straight, out)
 
 
