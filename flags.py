@@ -2,7 +2,7 @@
 
 main.py, bench.py and sweep.py parse with it; build.py turns the parsed flags into keyword
 arguments for the objects below it, so nothing under build.py ever reads a flag. `--recipe`
-sets the defaults of a published recipe (recipes.py), and a flag given on the command line
+sets the defaults of a published recipe (recipes/), and a flag given on the command line
 still wins.
 """
 import argparse

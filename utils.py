@@ -5,6 +5,7 @@ Everything a run writes goes through `atomic_save` / `atomic_write_text`, so a k
 moment leaves either the previous file or the new one on disk, never half of one.
 """
 import errno
+import importlib
 import json
 import os
 import random
@@ -75,6 +76,39 @@ class Registry:
 
     def __contains__(self, name):
         return name in self._entries
+
+
+class LazyRegistry(Registry):
+    """A Registry filled by importing `modules` (each registers its entries) on first read, so that
+    importing the registry costs nothing and the modules can import it without a cycle."""
+
+    def __init__(self, kind, modules):
+        super().__init__(kind)
+        self.modules, self._loaded = tuple(modules), False
+
+    def _load(self):
+        if not self._loaded:
+            self._loaded = True  # set first: the modules register while being imported
+            for module in self.modules:
+                importlib.import_module(module)
+
+    def get(self, name):
+        self._load()
+        return super().get(name)
+
+    def names(self):
+        self._load()
+        return super().names()
+
+    def __contains__(self, name):
+        self._load()
+        return super().__contains__(name)
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self):
+        return len(self.names())
 
 
 def seed_everything(seed):

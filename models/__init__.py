@@ -38,11 +38,10 @@ first time the registry is read, which also keeps the import order free of cycle
 
     python -m models        # prints README's model table: what each name is, parameters, FLOPs
 """
-import importlib
 import inspect
 from dataclasses import dataclass
 
-from utils import Registry, UserError
+from utils import LazyRegistry, UserError
 
 # importing each registers its models
 FAMILIES = ("vit", "models.vit_variants", "models.cait", "models.swin", "models.mixer", "models.mobilevit",
@@ -127,39 +126,7 @@ def _check_builder(name, fn, args, kwargs):
         raise TypeError(f"model {name!r}: {fn.__name__} has no keyword {sorted(set(kwargs) - keyword)}")
 
 
-class ModelRegistry(Registry):
-    """utils.Registry of ModelSpec, filled by importing the family modules on first read."""
-
-    def __init__(self):
-        super().__init__("model")
-        self._loaded = False
-
-    def _load(self):
-        if not self._loaded:
-            self._loaded = True  # set first: the family modules register while being imported
-            for module in FAMILIES:
-                importlib.import_module(module)
-
-    def get(self, name):
-        self._load()
-        return super().get(name)
-
-    def names(self):
-        self._load()
-        return super().names()
-
-    def __contains__(self, name):
-        self._load()
-        return super().__contains__(name)
-
-    def __iter__(self):
-        return iter(self.names())
-
-    def __len__(self):
-        return len(self.names())
-
-
-MODELS = ModelRegistry()
+MODELS = LazyRegistry("model", FAMILIES)  # utils.LazyRegistry of ModelSpec
 
 
 def register_model(name, *args, about, sizes=None, **kwargs):

@@ -1,9 +1,9 @@
-"""recipes.py: each published row resolves to the numbers its source states, every flag is a
+"""recipes/: each published row resolves to the numbers its source states, every flag is a
 real main.py flag of the right type, the published commands parse, and the listing names every
 recipe and source.
 
 The expected numbers below are written out by hand from the sources (see each recipe's
-`source`), not read back from recipes.py, so an edit to the table has to be an edit here too.
+`source`), not read back from the recipes package, so an edit to the table has to be an edit here too.
 """
 import argparse
 import shlex

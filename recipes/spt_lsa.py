@@ -1,0 +1,43 @@
+"""aanna0701/SPT_LSA_ViT (Lee et al. 2021): ViT with shifted patch tokenization and locality self-attention."""
+from recipes import Recipe, figure, full_flags, register
+
+register(Recipe(
+    name="vit_spt_lsa",
+    model_name="vit_spt_lsa",
+    flags=full_flags(
+        optimizer="adamw", lr=1e-3, min_lr=5e-6, weight_decay=0.05, wd_exclude_norm_bias=False,
+        # The source's 100 epochs are 300 passes (its RASampler: len_factor 3), per-step schedule.
+        scheduler="cosine", lr_per_step=True, warmup_epoch=30, max_epochs=300, batch_size=128,
+        repeated_aug=1,  # the source repeats no image within an epoch; see differences
+        criterion="torch_ls", label_smoothing=True, smoothing=0.1,
+        autoaugment=True, aa_ops="original", crop_padding=4,
+        mixup=True, mixup_alpha=1.0, cutmix=True, cutmix_beta=1.0, mix_prob=0.5, mix_choice="random",
+        random_erasing=0.25, drop_path=0.1, dropout=0.0,
+    ),
+    per_dataset={"svhn": {"hflip": True}},  # the source flips SVHN too
+    published={
+        "c10": figure(94.53, 100, "README 'Small-Size Dataset Classification' (SL-ViT); 100 source epochs "
+                                "= 300 passes over the data"),
+        "c100": figure(76.92, 100, "README (SL-ViT); 100 source epochs = 300 passes"),
+        "svhn": figure(97.79, 100, "README (SL-ViT); 100 source epochs = 300 passes"),
+    },
+    source=("aanna0701/SPT_LSA_ViT README.md (SL-ViT row; `python main.py --model vit --is_LSA --is_SPT`), "
+            "main.py defaults, models/create_model.py; arXiv:2112.13492"),
+    missing=(
+        "random erasing area up to 0.4, aspect from 0.3, filled with the dataset mean (source's re_sh/re_r1)",
+        "warmup_lr=5e-7 (inferred: where the warm-up starts)",
+    ),
+    differences=(
+        "Epochs: the source's RASampler(len, batch, 1, args.ra=3) means repetitions 1 and len_factor 3 (the "
+        "FixRes usage): each of its 100 'epochs' is three shuffled passes over the training set, one after "
+        "another, so it is --max-epochs 300 --warmup-epoch 30 here with --repeated-aug 1 "
+        "(this package's --repeated-aug N repeats each image N times in a row, which the source does not "
+        "do). Its schedule is timm's cosine stepped per step (--lr-per-step); min_lr 5e-6 and the warm-up "
+        "start 5e-7 are from utils/scheduler.py of the same authors' SPM_LMSA_ViT, and the sampler's "
+        "signature from its utils/sampler.py (SPT_LSA_ViT stores both only as .pyc); here the warm-up starts "
+        "at lr/steps. Label smoothing: its losses.py is not stored; its main.py derives from CCT's, whose loss is "
+        "timm's form, hence --criterion torch_ls. Mixing: with prob 0.5 a batch gets CutMix or Mixup (0.5 each) "
+        "= --mix-prob 0.5 --mix-choice random. Random erasing 0.25 is torchvision's area (0.02, 0.33) and "
+        "N(0, 1) fill here. The source flips, crops, then applies AutoAugment (CIFAR10Policy; SVHNPolicy on "
+        "SVHN) and flips SVHN too. Figures are the source's, not measured here."),
+))
