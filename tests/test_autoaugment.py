@@ -1,6 +1,6 @@
-"""Tests for autoaugment.py: the original's PIL ops (the workers path) as the reference, the batched
-device ops against them and against torchvision, the draws, sync-freedom and fixed op counts on the
-meta device, and input handling. CPU only; the torch.compile check is marked slow."""
+"""Tests for autoaugment.py and policy_kernels.py: the original's PIL ops (the workers path) as the
+reference, the batched device ops against them and against torchvision, the draws, sync-freedom and
+fixed op counts on the meta device, and input handling. CPU only; the torch.compile check is marked slow."""
 import math
 
 import numpy as np
@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.transforms.autoaugment import _apply_op
 
 import autoaugment as aa
+import policy_kernels
 from autoaugment import (OP_INDEX, OPS, BatchAutoAugment, BatchRandAugment, BatchTrivialAugmentWide,
                          OriginalAutoAugment, count_ops, original_op)
 
@@ -75,7 +76,7 @@ def compare(out, ref):
 
 # ---------------------------------------------------------------- 1. parity with the original (PIL)
 
-ORIGINAL_CASES = {name: space_cases(range(10) if name in aa._ORIGINAL_RANGES else [0], name in aa._ORIGINAL_SIGNED)
+ORIGINAL_CASES = {name: space_cases(range(10) if name in policy_kernels.ORIGINAL_RANGES else [0], name in policy_kernels.ORIGINAL_SIGNED)
                   for name in OPS[1:]}
 
 
@@ -83,7 +84,7 @@ ORIGINAL_CASES = {name: space_cases(range(10) if name in aa._ORIGINAL_RANGES els
 def all_ops_original():
     """The batched original semantics with every op drawable in one slot (a policy's slots can draw
     only their table's ops), so each op can be forced at every bin and sign."""
-    return aa._OriginalKernel([set(OPS)])
+    return policy_kernels.OriginalKernel([set(OPS)])
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -155,7 +156,7 @@ def _aa_space(size):
 @pytest.fixture(scope="module")
 def all_ops_torchvision():
     space = _aa_space((32, 32))
-    return aa._TorchvisionKernel(10, [set(space)], space, aa._TRANSLATE_FRACTION)
+    return policy_kernels.TorchvisionKernel(10, [set(space)], space, policy_kernels.TRANSLATE_FRACTION)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -212,7 +213,7 @@ def test_original_autoaugment_draw_frequencies(policy):
     applied = torch.tensor([d["applied"] for d in draws])
     sign = torch.tensor([d["sign"] for d in draws])
     subs = [[(aa._canonical(nm), p, b) for nm, p, b in sp] for sp in aa._policy_table(policy)]
-    check_autoaugment_draws(subs, sub, applied, sign, aa._ORIGINAL_SIGNED)
+    check_autoaugment_draws(subs, sub, applied, sign, policy_kernels.ORIGINAL_SIGNED)
 
 
 def test_original_autoaugment_applies_what_it_draws(monkeypatch):
@@ -249,7 +250,7 @@ def test_batched_autoaugment_draw_frequencies(policy, ops):
         rows = p["sub_policy"] == s
         for k, (name, _, b) in enumerate(sp):
             assert (p["op"][rows, k] == OP_INDEX[name]).all() and (p["bin"][rows, k] == (b or 0)).all()
-    signed = aa._ORIGINAL_SIGNED if ops == "original" else {n for n, (_, sg) in _aa_space((32, 32)).items() if sg}
+    signed = policy_kernels.ORIGINAL_SIGNED if ops == "original" else {n for n, (_, sg) in _aa_space((32, 32)).items() if sg}
     neg, is_signed = check_autoaugment_draws(subs, p["sub_policy"], p["applied"], p["sign"], signed)
     assert not neg[~is_signed].any()
     rotate = p["op"] == OP_INDEX["Rotate"]
