@@ -20,6 +20,8 @@ runs the device input path and the training step on the `meta` device instead (n
 and counts, per step, the host reads of device values, the blocking host-to-device copies and
 the device ops (sync_audit.py): what decides whether a GPU is ever left waiting.
 """
+import contextlib
+import importlib
 import json
 import os
 import resource
@@ -35,6 +37,7 @@ from flags import get_args_parser as training_args_parser
 from criterions import CRITERIONS
 from data import Data
 from engine import evaluate, synchronize, train_one_epoch, train_step
+from fused_step import FusedStep
 from sync_audit import audit
 from models import build_model
 from utils import UserError, pick_device, seed_everything
@@ -113,8 +116,12 @@ def time_training(net, loader, run, criterion, device, args, batch_size):
         raise UserError(f"the synthetic training set holds {len(loader)} batches; --warmup-steps + --steps needs "
                         f"{steps} (raise --train-images)")
     called = time.perf_counter()
+    # --compile step | graphs: the whole step as one function (its first calls compile / capture).
+    fused = build.make_fused_step(args, run, getattr(net, "_orig_mod", net) if args.compile == "step" else net,
+                                  criterion, device)
     train_one_epoch(net, clock, criterion, run.optimizer, run.scheduler, device, 0, amp_dtype=run.amp_dtype,
-                    scaler=run.scaler, mixer=run.mixer, max_steps=steps, progress=False, log_interval=10**9)
+                    scaler=run.scaler, mixer=run.mixer, max_steps=steps, progress=False, log_interval=10**9,
+                    fused=fused)
     synchronize(device)
     time_training.warmup_seconds = clock.start - called  # compilation shows up here
     return args.steps * batch_size / (time.perf_counter() - clock.start)
@@ -155,6 +162,17 @@ def peak_memory_gb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # host RSS, in kB on Linux
 
 
+@contextlib.contextmanager
+def _capturable_on_meta():
+    adam = importlib.import_module("torch.optim.adam")  # the module (torch.optim.adam is a function)
+    real = adam._get_capturable_supported_devices
+    adam._get_capturable_supported_devices = lambda supports_xla=True: [*real(supports_xla), "meta"]
+    try:
+        yield
+    finally:
+        adam._get_capturable_supported_devices = real
+
+
 def audit_device_path(args):
     """Per-step counts of the device path on the meta device: the augmentation of one batch,
     the training step alone, and the whole loop per step (a 4-step epoch minus a 2-step one,
@@ -186,11 +204,24 @@ def audit_device_path(args):
 
     two, four = epoch(2), epoch(4)
     loop = {k: (four[k] - two[k]) / 2 for k in ("ops", "syncs", "blocking_copies")}
+    # The body that --compile step compiles and --compile graphs captures, run as is, with the
+    # capturable Adam/AdamW those modes get on CUDA (PyTorch's device check let through for meta).
+    with _capturable_on_meta():
+        optimizer = build.make_optimizer(model, args, capturable=args.optimizer in ("adam", "adamw"))
+    fused = FusedStep(model, criterion, optimizer, build.make_scheduler(optimizer, args, run.steps_per_epoch), meta,
+                      mode="eager",
+                      total_steps=args.max_epochs * run.steps_per_epoch, amp_dtype=run.amp_dtype, mixer=run.mixer,
+                      grad_clip=args.grad_clip, ema=run.ema)
+    for _ in range(2):
+        with _capturable_on_meta(), audit() as fused_step:
+            fused(x, y)
     return {"batch_size": args.batch_size, "policy": args.policy, "model": args.model_name,
             "aug_ops_per_batch": aug.ops, "aug_syncs_per_batch": aug.syncs,
             "aug_blocking_copies_per_batch": aug.blocking_copies, "step_ops": step.ops,
             "step_syncs": step.syncs, "step_blocking_copies": step.blocking_copies,
             "syncs_per_step": loop["syncs"], "blocking_copies_per_step": loop["blocking_copies"],
+            "fused_step_ops": fused_step.ops, "fused_step_syncs": fused_step.syncs,
+            "fused_step_blocking_copies": fused_step.blocking_copies,
             "ops_per_step": loop["ops"], "torch": torch.__version__,
             "note": "meta device: the optimizer runs its single-tensor form (the fused CUDA one launches fewer ops)"}
 

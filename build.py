@@ -18,6 +18,8 @@ from augment import POLICIES, build_extras, build_mixer, build_policy
 from criterions import CRITERIONS
 from data import DATASETS, load_dataset
 from engine import EMA
+from fused_step import MODES as FUSED_MODES
+from fused_step import FusedStep
 from flags import experiment_name, get_args_parser
 from loaders import build_loaders
 from loggers import build_comet
@@ -96,6 +98,17 @@ def resolve_args(args):
     check(args.eval_every >= 1, f"--eval-every must be positive, got {args.eval_every}")
     check(args.repeated_aug >= 1, f"--repeated-aug must be at least 1, got {args.repeated_aug}")
     check(args.eval_every == 1 or args.scheduler != "plateau", "--scheduler plateau needs --eval-every 1")
+    if args.compile in FUSED_MODES:  # the step as one compiled function / CUDA graph (fused_step.py)
+        what = f"--compile {args.compile}"
+        check(args.scheduler != "plateau", f"{what} needs a schedule known in advance, not --scheduler plateau")
+        check(not (args.sam or args.adaptive_sam), f"{what} does not take SAM (its closure runs a second pass)")
+        check(not args.skip_nonfinite, f"{what} does not take --skip-nonfinite (it reads every loss on the host)")
+        check(args.precision != "fp16", f"{what} needs --precision 16, bf16 or 32 (fp16's scaler reads the host)")
+        check(int(os.environ.get("WORLD_SIZE", "1")) == 1, f"{what} runs in one process, not under torchrun")
+        check(args.compile != "graphs" or args.optimizer in ("adam", "adamw"),
+              f"--compile graphs needs --optimizer adam or adamw (capturable, fused), not {args.optimizer}")
+        check(args.compile != "graphs" or pick_device(args.device).type == "cuda",
+              f"--compile graphs needs a CUDA device, not {pick_device(args.device).type}")
     check(args.experiment_name is None or (args.experiment_name not in ("", ".", "..") and "/" not in args.experiment_name
                                             and os.sep not in args.experiment_name),
            f"--experiment-name {args.experiment_name!r} must be a plain folder name (no '/' or '..'); "
@@ -240,11 +253,17 @@ def adopt_run_config(args):
             delattr(args, "_adopted_" + key)
 
 
-def make_optimizer(model, args):
+def make_optimizer(model, args, *, fused=None, capturable=None):
+    """The optimizer of the flags. `fused` (default: on CUDA) runs the update in a few launches;
+    `capturable` (default: --compile step | graphs on CUDA) keeps Adam's step counts on the
+    device, so that a CUDA graph can capture the update and a tensor lr is read there, not once
+    per parameter on the host."""
+    fused = args.device_type == "cuda" if fused is None else fused
+    capturable = args.compile in FUSED_MODES and args.device_type == "cuda" if capturable is None else capturable
     return build_optimizer(model, name=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                            exclude_norm_bias=args.wd_exclude_norm_bias, momentum=args.momentum, nesterov=args.nesterov,
-                           beta1=args.beta1, beta2=args.beta2, fused=args.device_type == "cuda", sam=args.sam,
-                           adaptive_sam=args.adaptive_sam, sam_rho=args.sam_rho)
+                           beta1=args.beta1, beta2=args.beta2, fused=fused, sam=args.sam,
+                           adaptive_sam=args.adaptive_sam, sam_rho=args.sam_rho, capturable=capturable)
 
 
 def make_scheduler(optimizer, args, steps_per_epoch):
@@ -286,7 +305,18 @@ def build_training(args, data, model, device, rank=0, world_size=1):
                         cutmix_beta=args.cutmix_beta, mix_prob=args.mix_prob, choice=args.mix_choice)
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, optimizer=optimizer,
                            scheduler=make_scheduler(optimizer, args, steps_per_epoch), amp_dtype=amp_dtype,
-                           scaler=scaler, ema=ema, mixer=mixer)
+                           scaler=scaler, ema=ema, mixer=mixer, steps_per_epoch=steps_per_epoch)
+
+
+def make_fused_step(args, run, net, criterion, device):
+    """The FusedStep that --compile step | graphs asks for (else None), built after --resume has
+    loaded the optimizer and schedule it takes over. `net` is the module the loop trains: the raw
+    model for "step" (its whole step is compiled), the compiled model for "graphs" (captured)."""
+    if args.compile not in FUSED_MODES:
+        return None
+    return FusedStep(net, criterion, run.optimizer, run.scheduler, device, mode=args.compile,
+                     total_steps=args.max_epochs * run.steps_per_epoch, amp_dtype=run.amp_dtype, mixer=run.mixer,
+                     grad_clip=args.grad_clip, ema=run.ema)
 
 
 def compiles(args, device):
@@ -308,7 +338,8 @@ def wrap_model(model, args, device, world_size=1):
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules, keeps the parameters
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if compiles(args, device):
-        # Static shapes: the device path drops the last partial batch and pads evaluation's.
+        # Static shapes: the device path drops the last partial batch and pads evaluation's. With
+        # --compile step the training step compiles the raw model itself; this one serves evaluation.
         mode = args.compile if args.compile in ("reduce-overhead", "max-autotune") else None
         net = torch.compile(net, dynamic=False, mode=mode)
     return net

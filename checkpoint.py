@@ -8,6 +8,8 @@ import os
 import shutil
 import time
 
+import torch
+
 from data import check_fingerprint
 from utils import TEMP_PREFIX, UserError, atomic_save, load_checkpoint, rng_state, set_rng_state
 
@@ -33,7 +35,11 @@ def load_weights(model, path):
 def save_checkpoint(path, *, model, optimizer, scheduler, scaler, ema, epoch, history, args, data_fingerprint):
     """Everything --resume needs to continue as if never stopped: weights, optimizer, schedule,
     scaler, EMA, the RNG states, the metrics so far, the flags and the data's fingerprint."""
-    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    optimizer_state = optimizer.state_dict()
+    for group, lr in zip(optimizer_state["param_groups"], getattr(scheduler, "_last_lr", [])):
+        if torch.is_tensor(group.get("lr")):  # a FusedStep's rates are 0-dim device tensors: store the
+            group["lr"] = lr                  # scheduler's floats, which every step mode resumes from
+    atomic_save({"model": model.state_dict(), "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict() if scaler else None, "ema": ema.state_dict() if ema is not None else None,
                  "epoch": epoch, "history": history, "rng": rng_state(), "args": vars(args), "data": data_fingerprint},
                 path)

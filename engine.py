@@ -136,37 +136,50 @@ def train_step(model, x, y, criterion, optimizer, scheduler, device, *, amp_dtyp
     return loss, mixed_correct(logits.detach(), y, y_b, lam), torch.isfinite(loss)
 
 
+def accumulate(sums, first_bad, step, loss, n_correct, finite, n):
+    """Adds a step's loss (times its n images) and correct count to sums (2,), and records
+    `step` in first_bad (-1 until then) at the first non-finite loss; all in place, on the device."""
+    sums += torch.stack([loss.float() * n, n_correct.float()])
+    first_bad.copy_(torch.where((first_bad < 0) & ~finite, step, first_bad))
+
+
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoch, *, amp_dtype=None,
                     scaler=None, mixer=None, grad_clip=0.0, ema=None, skip_nonfinite=False,
-                    max_steps=None, log_interval=50, progress=True):
-    """One pass over `loader`, one train_step per batch. The scheduler steps once per optimizer
-    step. The host reads the device only every `log_interval` steps (the non-finite check and
-    the progress bar) and at the end."""
+                    max_steps=None, log_interval=50, progress=True, fused=None):
+    """One pass over `loader`, one train_step per batch (or one call of `fused`, a
+    fused_step.FusedStep that does the same work compiled or in a CUDA graph). The scheduler
+    steps once per optimizer step. The host reads the device only every `log_interval` steps
+    (the non-finite check and the progress bar) and at the end."""
     model.train()
     loader.set_epoch(epoch)
     n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
+    if fused is not None:
+        fused.begin_epoch()
+        sums, first_bad = fused.sums, fused.first_bad
+    else:
+        sums = torch.zeros(2, device=device)  # loss sum, correct
+        first_bad = torch.full((), -1, device=device, dtype=torch.long)
     seen = 0
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
     skipped = 0
     synchronize(device)
     start = time.perf_counter()
     bar = tqdm(total=n_steps, desc=f"train {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
     kwargs = dict(amp_dtype=amp_dtype, scaler=scaler, mixer=mixer, grad_clip=grad_clip, ema=ema)
-    lr = optimizer.param_groups[0]["lr"]  # the rate the epoch starts at (all of it, with the per-epoch schedule)
+    rate = fused.lr if fused is not None else lambda: optimizer.param_groups[0]["lr"]
+    lr = rate()  # the rate the epoch starts at (all of it, with the per-epoch schedule)
     for step, (x, y) in enumerate(loader):
         if step >= n_steps:
             break
-        out = train_step(model, x, y, criterion, optimizer, scheduler, device, skip_nonfinite=skip_nonfinite, **kwargs)
-        if out is None:
-            skipped += 1
-            bar.update()
-            continue
-        loss, n_correct, finite = out
-        loss_sum += loss.float() * y.shape[0]
-        correct += n_correct
-        first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
+        if fused is not None:
+            fused(x, y)
+        else:
+            out = train_step(model, x, y, criterion, optimizer, scheduler, device, skip_nonfinite=skip_nonfinite,
+                             **kwargs)
+            if out is None:
+                skipped += 1
+                bar.update()
+                continue
+            accumulate(sums, first_bad, step, *out, y.shape[0])
         seen += y.shape[0]
         bar.update()
         if (step + 1) % log_interval == 0 or step + 1 == n_steps:
@@ -174,12 +187,14 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
                 bar.close()
                 raise NonFiniteLoss(epoch + 1, int(first_bad) + 1)  # counted from 1, as the logs count
             if progress:
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}",
-                                lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                loss_sum, correct = sums.tolist()
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", lr=f"{rate():.2e}")
     bar.close()
+    if fused is not None:
+        fused.end_epoch()
     synchronize(device)
     seconds = time.perf_counter() - start
-    loss_sum, correct, seen = _sum_over_ranks(loss_sum, correct, seen)
+    loss_sum, correct, seen = _sum_over_ranks(*sums, seen)
     seen = max(seen, 1)
     return {
         "train_loss": loss_sum / seen,

@@ -151,9 +151,12 @@ def get_args_parser():
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, else MPS, else CPU")
     g.add_argument("--precision", default="16", choices=["16", "32", "bf16", "fp16"],
                    help="16: bf16 autocast on CUDA where supported, else fp16 with a scaler; fp32 on the CPU")
-    g.add_argument("--compile", default="auto", choices=["auto", "on", "off", "reduce-overhead", "max-autotune"],
+    g.add_argument("--compile", default="auto",
+                   choices=["auto", "on", "off", "reduce-overhead", "max-autotune", "step", "graphs"],
                    help="torch.compile of the model with static shapes (auto: on CUDA); reduce-overhead also "
-                        "captures it in CUDA graphs")
+                        "captures it in CUDA graphs; step: the whole training step (forward, backward, optimizer, "
+                        "lr, metrics) under one torch.compile; graphs: that step captured in one CUDA graph (CUDA, "
+                        "adam/adamw)")
     g.add_argument("--off-benchmark", action="store_true", help="cudnn.benchmark off")
     g.add_argument("--output-dir", default=None, help="everything the run writes (default: runs/<experiment name>)")
     g.add_argument("--experiment-name", default=None, help="default: as the original, e.g. vit_c10_aa_ls")

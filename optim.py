@@ -39,18 +39,19 @@ def param_groups(model, weight_decay, exclude_norm_bias):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-# Each builder: fn(param_groups, *, lr, momentum, nesterov, beta1, beta2, fused). `fused` (CUDA)
-# runs the whole update in a few launches instead of one per tensor.
-def _fused(fused):
-    return {"fused": True} if fused else {}
+# Each builder: fn(param_groups, *, lr, momentum, nesterov, beta1, beta2, fused, capturable). `fused`
+# (CUDA) runs the whole update in a few launches instead of one per tensor; `capturable` keeps
+# Adam's step counts on the device, so the update can be captured in a CUDA graph (--compile graphs).
+def _fused(fused, capturable=False):
+    return {**({"fused": True} if fused else {}), **({"capturable": True} if capturable else {})}
 
 
 OPTIMIZERS.register("sgd", lambda groups, *, lr, momentum, nesterov, fused, **_: torch.optim.SGD(
     groups, lr=lr, momentum=momentum, nesterov=nesterov, **_fused(fused)))
-OPTIMIZERS.register("adam", lambda groups, *, lr, beta1, beta2, fused, **_: torch.optim.Adam(
-    groups, lr=lr, betas=(beta1, beta2), **_fused(fused)))
-OPTIMIZERS.register("adamw", lambda groups, *, lr, beta1, beta2, fused, **_: torch.optim.AdamW(
-    groups, lr=lr, betas=(beta1, beta2), **_fused(fused)))
+OPTIMIZERS.register("adam", lambda groups, *, lr, beta1, beta2, fused, capturable=False, **_: torch.optim.Adam(
+    groups, lr=lr, betas=(beta1, beta2), **_fused(fused, capturable)))
+OPTIMIZERS.register("adamw", lambda groups, *, lr, beta1, beta2, fused, capturable=False, **_: torch.optim.AdamW(
+    groups, lr=lr, betas=(beta1, beta2), **_fused(fused, capturable)))
 OPTIMIZERS.register("rmsprop", lambda groups, *, lr, momentum, **_: torch.optim.RMSprop(
     groups, lr=lr, momentum=momentum, alpha=0.9, eps=1e-3))
 
@@ -112,10 +113,11 @@ class SAM(torch.optim.Optimizer):
 
 
 def build_optimizer(model, *, name="adam", lr=1e-3, weight_decay=0.0, exclude_norm_bias=False, momentum=0.9,
-                    nesterov=False, beta1=0.9, beta2=0.999, fused=False, sam=False, adaptive_sam=False, sam_rho=0.05):
+                    nesterov=False, beta1=0.9, beta2=0.999, fused=False, sam=False, adaptive_sam=False, sam_rho=0.05,
+                    capturable=False):
     groups = param_groups(model, weight_decay, exclude_norm_bias)
     optimizer = OPTIMIZERS.build(name, groups, lr=lr, momentum=momentum, nesterov=nesterov, beta1=beta1, beta2=beta2,
-                                 fused=fused)
+                                 fused=fused, **({"capturable": True} if capturable else {}))
     if sam or adaptive_sam:
         optimizer = SAM(optimizer, rho=sam_rho, adaptive=adaptive_sam)
     return optimizer

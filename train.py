@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 import protocol
 from build import (adopt_run_config, amp_setup, build_training, check, init_distributed, load_data, make_comet,
-                   make_model, resolve_args, wrap_model)
+                   make_fused_step, make_model, resolve_args, wrap_model)
 from checkpoint import (CHECKPOINT, CheckpointPolicy, Interrupted, claim_output_dir, load_for_resume, load_weights,
                         save_checkpoint)
 from criterions import CRITERIONS
@@ -228,6 +228,8 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
                                                scheduler=scheduler, scaler=scaler, ema=ema)
 
     net = wrap_model(model, args, device, world_size)
+    # --compile step compiles the raw model inside its step; graphs captures the compiled one.
+    fused = make_fused_step(args, run, model if args.compile == "step" else net, criterion, device)
 
     csv_log = CSVLogger(os.path.join(out_dir, "metrics.csv"))
     comet = make_comet(args) if is_main else NullLogger()
@@ -265,7 +267,7 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
                 train = train_one_epoch(net, run.train_loader, criterion, optimizer, scheduler, device, epoch,
                                         amp_dtype=run.amp_dtype, scaler=scaler, mixer=run.mixer, grad_clip=args.grad_clip,
                                         ema=ema, skip_nonfinite=args.skip_nonfinite, max_steps=max_steps,
-                                        log_interval=args.log_interval, progress=bars)
+                                        log_interval=args.log_interval, progress=bars, fused=fused)
             except NonFiniteLoss as e:
                 raise UserError(str(e))
             reuse = (epoch + 1 == args.max_epochs and world_size == 1 and data.val_y is None and not args.dry_run

@@ -42,6 +42,8 @@ def test_no_syncs_and_no_blocking_copies_per_step(flags):
     assert r["syncs_per_step"] == 0 and r["blocking_copies_per_step"] == 0, r
     assert r["aug_syncs_per_batch"] == 0 and r["aug_blocking_copies_per_batch"] == 0, r
     assert r["step_syncs"] == 0 and r["step_blocking_copies"] == 0, r
+    # The body --compile step compiles and --compile graphs captures (a capture fails on any sync).
+    assert r["fused_step_syncs"] == 0 and r["fused_step_blocking_copies"] == 0, r
 
 
 @pytest.mark.slow
@@ -68,7 +70,7 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     data = make_image_folder(str(tmp_path / "data"), n_train=16, n_test=4)
     out = tmp_path / "check"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_check.py"), "--tiny", "--device", "cpu",
-                           "--out", str(out), "--batches", "8,16", "--compile-modes", "", "--workers", "0",
+                           "--out", str(out), "--batches", "8,16", "--compile-modes", "", "--pipeline-compile", "off", "--workers", "0",
                            "--steps", "2", "--data-dir", data, "--epochs", "2"],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -194,6 +194,11 @@ CASES = [
                                         "--output-dir", "{base}/r2"], "--hidden", None),
     ("resume-with-nothing-to-resume", ["--resume", "--output-dir", "{base}/empty-run"], "no checkpoint", None),
     ("output-dir-is-a-file", ["--output-dir", "{default}/config.json"], "config.json", None),
+    ("compile-graphs-on-the-cpu", ["--compile", "graphs"], "needs a CUDA device", None),
+    ("compile-graphs-with-sgd", ["--compile", "graphs", "--optimizer", "sgd"], "adam or adamw", None),
+    ("compile-step-with-plateau", ["--compile", "step", "--scheduler", "plateau"], "known in advance", None),
+    ("compile-step-with-sam", ["--compile", "step", "--sam"], "SAM", None),
+    ("compile-step-with-skip-nonfinite", ["--compile", "step", "--skip-nonfinite"], "--skip-nonfinite", None),
 ]
 
 IDS = [c[0] for c in CASES]

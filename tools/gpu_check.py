@@ -3,15 +3,16 @@
     bash tools/gpu_check.sh                    # on the GPU machine, from the repository root
     python tools/gpu_check.py --tiny --device cpu --out /tmp/x   # the CPU dry run the tests use
 
-Measures, in this order (cheapest and most important first, so a run cut short still leaves
-the main figures), and writes `gpu_check.json` plus one log per item under --out after EACH
+Measures (the batch-128 step rows and the input-path rows first, so a run cut short still
+leaves the target figures), and writes `gpu_check.json` plus one log per item under --out after EACH
 item:
 
   a. the training step alone (data on the device, no augmentation), img/s at each --batches,
-     eager and with each --compile-modes, plus warm-up (compile) seconds and graph counts
+     eager and with each --compile-modes (on: the model compiled; step: the whole step compiled;
+     graphs: the step captured in a CUDA graph), plus warm-up (compile) seconds and graph counts
   b. the augmentation alone, img/s per policy at the largest batch
-  c. the whole device input path with AutoAugment and with no augmentation, and the workers
-     input path with each of --workers
+  c. the whole device input path with AutoAugment and with no augmentation (each
+     --pipeline-compile mode), and the workers input path with each of --workers
   d. evaluation img/s (inside each bench row)
   e. compile seconds and graph counts (inside each compiled row)
   f. a --epochs epoch run of main.py on the CIFAR-10 JPEG copy (--data-dir), per-epoch time
@@ -38,7 +39,9 @@ def get_args_parser():
     p.add_argument("--out", required=True, help="folder for gpu_check.json and the logs")
     p.add_argument("--device", default="cuda")
     p.add_argument("--batches", default="128,512,1024")
-    p.add_argument("--compile-modes", default="on,reduce-overhead")
+    p.add_argument("--compile-modes", default="on,step,graphs,reduce-overhead")
+    p.add_argument("--pipeline-compile", default="on,graphs",
+                   help="the --compile modes of the input-path rows (c); the first one also serves the workers rows")
     p.add_argument("--workers", default="8,16")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 as an ImageFolder tree (train/, test/) for item f")
@@ -134,17 +137,27 @@ def main(args):
 
     batches = [int(b) for b in args.batches.split(",")]
     modes = ["off"] + [m for m in args.compile_modes.split(",") if m]
-    for b in batches:  # a, d, e
+    pipeline_modes = [m for m in args.pipeline_compile.split(",") if m] or ["off"]
+
+    def steps_at(b):  # a, d, e
         for mode in modes:
             item(f"step_b{b}_compile_{mode}", bench_row, args,
                  ["--batch-size", str(b), "--compile", mode, "--skip-dataloader", "--skip-pipeline"],
                  os.path.join(args.out, f"step_b{b}_{mode}.log"))
+
+    # The target figures first (batch 128: the step, and the whole device path with and without
+    # AutoAugment), so that a run cut short still has them.
+    steps_at(batches[0])
+    for mode in pipeline_modes:  # c
+        for flags, key in [([], "pipeline_none"), (["--autoaugment"], "pipeline_autoaugment")]:
+            key = key if mode == pipeline_modes[0] else f"{key}_compile_{mode}"
+            item(key, bench_row, args, ["--batch-size", str(batches[0]), "--compile", mode, "--skip-dataloader",
+                                        *flags], os.path.join(args.out, key + ".log"))
     item("augmentation_alone_b%d" % batches[-1], augmentation_alone, args, batches[-1])  # b
-    for flags, key in [([], "pipeline_none"), (["--autoaugment"], "pipeline_autoaugment")]:  # c
-        item(key, bench_row, args, ["--batch-size", str(batches[0]), "--compile", modes[-1], "--skip-dataloader",
-                                    *flags], os.path.join(args.out, key + ".log"))
+    for b in batches[1:]:
+        steps_at(b)
     for w in [int(w) for w in args.workers.split(",") if w]:
-        item(f"workers_{w}", bench_row, args, ["--batch-size", str(batches[0]), "--compile", modes[-1],
+        item(f"workers_{w}", bench_row, args, ["--batch-size", str(batches[0]), "--compile", pipeline_modes[0],
                                                "--autoaugment", "--workers", str(w)],
              os.path.join(args.out, f"workers_{w}.log"))
     if args.data_dir:  # f
