@@ -25,10 +25,12 @@ class NonFiniteLoss(Exception):
                          f"(lower --lr, add --grad-clip, or pass --skip-nonfinite to skip such steps)")
 
 
-def autocast(device, dtype):
+def autocast(device, dtype, cache=True):
+    """Autocast to `dtype` (None: off). cache=False for a CUDA graph capture: autocast's cache of
+    cast weights must not outlive the captured region."""
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
 
 
 def _sum_over_ranks(*values):

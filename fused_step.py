@@ -14,9 +14,10 @@ sums -- is one function whose inputs and state all live on the device:
 - loss sums, correct counts and the first non-finite step accumulate in device buffers
   (engine.accumulate, the same arithmetic as the eager loop).
 
-"step": torch.compile of that function. Dynamo splits it at `backward()`; AOTAutograd compiles
-the backward with the forward, and the optimizer update is compiled too, with the tensor lr so
-that a new rate never recompiles. "graphs" (CUDA only): the function runs three times on a side
+"step": torch.compile of that function. Dynamo splits it into a few graphs (at `backward()`,
+which AOTAutograd compiles with the forward, and around the optimizer's `step` and `zero_grad`,
+which are compiled as graphs of their own; TORCH_LOGS=graph_breaks lists them); the tensor lr
+means a new rate never recompiles. "graphs" (CUDA only): the function runs three times on a side
 stream (cuBLAS handles, the optimizer's state tensors), every piece of state is put back, and it
 is captured into one CUDA graph; each step copies the batch into the graph's static inputs and
 replays it: a few launches a step, whatever the model. Its optimizer is Adam/AdamW with
@@ -73,7 +74,7 @@ class FusedStep:
         y_b, lam = None, 1.0
         if self.mixer is not None:
             x, y, y_b, lam = self.mixer(x, y)
-        with autocast(self.device, self.amp_dtype):
+        with autocast(self.device, self.amp_dtype, cache=self.mode != "graphs"):
             logits = self.model(x)
             loss = mixed_loss(self.criterion, logits, y, y_b, lam)
         loss.backward()
