@@ -58,7 +58,7 @@ def resolve_args(args):
               file=sys.stderr)
     check(args.warmup_epoch < args.max_epochs or not args.lr_per_step or args.warmup_epoch == args.max_epochs == 1,
            f"--lr-per-step: --warmup-epoch {args.warmup_epoch} must be below --max-epochs {args.max_epochs}")
-    for name in ("smoothing", "dropout", "drop_path", "random_erasing", "ema_decay", "shakedrop"):
+    for name in ("smoothing", "dropout", "drop_path", "attn_dropout", "random_erasing", "ema_decay", "shakedrop"):
         value = getattr(args, name)
         check(value is None or 0 <= value < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
     check(0 <= args.beta1 < 1 and 0 <= args.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
@@ -95,6 +95,11 @@ def resolve_args(args):
     check(not (args.val_split and args.folds), "choose --val-split or --folds, not both")
     check(not (args.folds and args.seeds), "choose --folds or --seeds, not both (each starts its own set of runs)")
     check(args.save_every >= 0, f"--save-every must not be negative, got {args.save_every}")
+    check(0 <= args.warmup_lr <= args.lr, f"--warmup-lr must be in [0, --lr], got {args.warmup_lr}")
+    check(0 <= args.cooldown_epochs < args.max_epochs,
+          f"--cooldown-epochs must be in [0, --max-epochs), got {args.cooldown_epochs}")
+    check(args.scheduler == "timm_cosine" or (args.warmup_lr == 0 and args.cooldown_epochs == 0),
+          "--warmup-lr and --cooldown-epochs are for --scheduler timm_cosine")
     check(args.eval_every >= 1, f"--eval-every must be positive, got {args.eval_every}")
     check(args.repeated_aug >= 1, f"--repeated-aug must be at least 1, got {args.repeated_aug}")
     check(args.eval_every == 1 or args.scheduler != "plateau", "--scheduler plateau needs --eval-every 1")
@@ -167,7 +172,7 @@ def _resolve_vit(args):
 # Model option -> the flag that sets it. Only options the user set (not None) reach the
 # builder, and a builder refuses an option it does not take, so no flag is silently ignored
 # (the ViT size flags are filled in from the preset by _resolve_vit).
-MODEL_FLAGS = {"dropout": "dropout", "drop_path": "drop_path", "patch_size": "patch_size", "num_layers": "num_layers",
+MODEL_FLAGS = {"dropout": "dropout", "drop_path": "drop_path", "attn_dropout": "attn_dropout", "patch_size": "patch_size", "num_layers": "num_layers",
                "hidden": "hidden", "mlp_hidden": "mlp_hidden", "head": "head", "cls_token": "off_cls_token",
                "maths": "vit_maths", "shakedrop": "shakedrop", "zero_init_residual": "zero_init_residual", "se": "se"}
 
@@ -218,7 +223,7 @@ def init_distributed(args):
 
 
 RUN_DEFINES = ("model_name", "patch", "patch_size", "head", "num_layers", "hidden", "mlp_hidden", "off_cls_token",
-               "vit_maths", "image_size", "num_classes", "hflip", "dropout", "drop_path", "shakedrop",
+               "vit_maths", "image_size", "num_classes", "hflip", "dropout", "drop_path", "attn_dropout", "shakedrop",
                "zero_init_residual", "se", "dataset")
 
 
@@ -270,7 +275,8 @@ def make_scheduler(optimizer, args, steps_per_epoch):
     return build_scheduler(optimizer, name=args.scheduler, steps_per_epoch=steps_per_epoch, lr=args.lr,
                            min_lr=args.min_lr, warmup_epochs=args.warmup_epoch, max_epochs=args.max_epochs,
                            per_step=args.lr_per_step, step_size=args.step_size, milestones=args.milestones,
-                           gamma=args.gamma, patience=args.patience)
+                           gamma=args.gamma, patience=args.patience, warmup_lr=args.warmup_lr,
+                           cooldown_epochs=args.cooldown_epochs)
 
 
 def load_data(args):

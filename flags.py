@@ -73,6 +73,8 @@ def get_args_parser():
                    help="dropout inside the model (the model's default, 0 for most; ViT: after attention and MLP "
                         "layers; CNNs: before the head)")
     g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate, where the model has it (default 0)")
+    g.add_argument("--attn-dropout", type=float, default=None,
+                   help="dropout on the attention weights, where the model has it (CCT, ViT-Lite, CVT, CaiT; default 0)")
     g.add_argument("--shakedrop", type=float, default=None, help="PyramidNet: final ShakeDrop probability (default 0.5)")
     g.add_argument("--zero-init-residual", action="store_true", default=None, help="ResNets: zero the last BN of each block")
     g.add_argument("--se", action="store_true", default=None, help="ResNets: squeeze-and-excitation blocks")
@@ -97,6 +99,9 @@ def get_args_parser():
     g.add_argument("--lr-per-step", action="store_true",
                    help="modern schedule: warm-up and cosine per optimizer step, ending at --min-lr on the last "
                         "step (default: the original's per-epoch GradualWarmup + CosineAnnealingLR(T_max=epochs))")
+    g.add_argument("--warmup-lr", type=float, default=0.0, help="timm_cosine: the rate the warm-up starts from")
+    g.add_argument("--cooldown-epochs", type=int, default=0,
+                   help="timm_cosine: epochs at --min-lr after the cosine, counted inside --max-epochs")
     g.add_argument("--step-size", type=int, default=30, help="step: epochs between decays")
     g.add_argument("--milestones", type=int, nargs="+", default=[100, 150], help="multistep: decay epochs")
     g.add_argument("--gamma", type=float, default=0.1, help="step/multistep/plateau decay factor")

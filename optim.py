@@ -11,7 +11,9 @@ eta_min=min_lr) once per epoch, so epoch e (0-based) trains at
 (1e-3 at epochs 5 and 6, then the cosine, ending at 1.299e-5 after 200 epochs, not at min_lr:
 the cosine was never squeezed into the epochs left after warm-up). `--lr-per-step` gives the
 modern form instead: per-step linear warm-up and a cosine that ends at min_lr on the last step.
-Reduce-on-plateau looks at the test loss once per epoch either way.
+Reduce-on-plateau looks at the test loss once per epoch either way. `timm_cosine` is timm's
+CosineLRScheduler as timm's train.py runs it (warm-up from --warmup-lr, cosine over the epochs
+before --cooldown-epochs), for the recipes trained with timm.
 """
 import math
 
@@ -179,6 +181,27 @@ def _cosine(optimizer, *, lr, min_lr, warmup_epochs, max_epochs, steps_per_epoch
         s // steps_per_epoch, warmup_epochs=warmup_epochs, max_epochs=max_epochs, base_lr=lr, min_lr=min_lr))
 
 
+def timm_cosine(t, *, warmup_epochs, cosine_epochs, base_lr, min_lr, warmup_lr):
+    """timm's CosineLRScheduler as timm's train.py runs it (one cycle, warmup_prefix False) at
+    epoch `t` (a fraction of an epoch when stepped per step): linear warm-up from warmup_lr over
+    warmup_epochs, a cosine counted from epoch 0 (not from the end of the warm-up) down to min_lr
+    at cosine_epochs, then min_lr for the cool-down epochs that train.py adds after the cycle."""
+    if t < warmup_epochs:
+        return warmup_lr + t * (base_lr - warmup_lr) / warmup_epochs
+    if t >= cosine_epochs:
+        return min_lr
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t / cosine_epochs))
+
+
+@SCHEDULERS.register("timm_cosine")
+def _timm_cosine(optimizer, *, lr, min_lr, warmup_epochs, max_epochs, steps_per_epoch, per_step, warmup_lr=0.0,
+                 cooldown_epochs=0, **_):
+    cosine_epochs = max_epochs - cooldown_epochs
+    return _lambda(optimizer, lambda s: timm_cosine(
+        s / steps_per_epoch if per_step else s // steps_per_epoch, warmup_epochs=warmup_epochs,
+        cosine_epochs=cosine_epochs, base_lr=lr, min_lr=min_lr, warmup_lr=warmup_lr))
+
+
 @SCHEDULERS.register("step")
 def _step(optimizer, *, lr, warmup_epochs, steps_per_epoch, per_step, step_size, gamma, **_):
     return _lambda(optimizer, lambda s: lr * _warmup_factor(s, steps_per_epoch, warmup_epochs, per_step)
@@ -223,7 +246,9 @@ SCHEDULERS.register("plateau", lambda optimizer, *, gamma, patience, min_lr, **_
 
 
 def build_scheduler(optimizer, *, name="cosine", steps_per_epoch, lr, min_lr=0.0, warmup_epochs=0, max_epochs,
-                    per_step=False, step_size=30, milestones=(100, 150), gamma=0.1, patience=10):
+                    per_step=False, step_size=30, milestones=(100, 150), gamma=0.1, patience=10, warmup_lr=0.0,
+                    cooldown_epochs=0):
     return SCHEDULERS.build(name, optimizer, lr=lr, min_lr=min_lr, warmup_epochs=warmup_epochs, max_epochs=max_epochs,
                             steps_per_epoch=steps_per_epoch, per_step=per_step, step_size=step_size,
-                            milestones=milestones, gamma=gamma, patience=patience)
+                            milestones=milestones, gamma=gamma, patience=patience, warmup_lr=warmup_lr,
+                            cooldown_epochs=cooldown_epochs)

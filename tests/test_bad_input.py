@@ -199,6 +199,10 @@ CASES = [
     ("compile-step-with-plateau", ["--compile", "step", "--scheduler", "plateau"], "known in advance", None),
     ("compile-step-with-sam", ["--compile", "step", "--sam"], "SAM", None),
     ("compile-step-with-skip-nonfinite", ["--compile", "step", "--skip-nonfinite"], "--skip-nonfinite", None),
+    ("cooldown-without-timm-cosine", ["--cooldown-epochs", "1", "--max-epochs", "3"], "timm_cosine", None),
+    ("cooldown-the-whole-run", ["--scheduler", "timm_cosine", "--cooldown-epochs", "1"], "--cooldown-epochs", None),
+    ("warmup-lr-above-lr", ["--scheduler", "timm_cosine", "--warmup-lr", "1"], "--warmup-lr", None),
+    ("attn-dropout-on-a-vit", ["--attn-dropout", "0.1"], "--attn-dropout is not an option of vit", None),
 ]
 
 IDS = [c[0] for c in CASES]

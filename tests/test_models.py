@@ -240,3 +240,17 @@ def test_imports_in_any_order(code):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == len(MODELS.names())
+
+
+def test_attn_dropout_flag_arrives_and_is_refused_where_the_model_has_none():
+    """--attn-dropout reaches the attention of the models that take it (the CCT family's recipes
+    set 0.1), and is a one-line error on a model without it."""
+    import build
+    import main as cli
+    args = cli.get_args_parser().parse_args(["--model-name", "cct_7_3x1", "--attn-dropout", "0.1"])
+    options = build.model_options(args)
+    assert options == {"attn_dropout": 0.1}
+    model = build_model("cct_7_3x1", 10, 32, 3, **options)
+    assert {m.attn_dropout for m in model.modules() if hasattr(m, "attn_dropout")} == {0.1}
+    with pytest.raises(UserError, match=r"^--attn-dropout is not an option of vit; models that take it: .*cct_7_3x1"):
+        build_model("vit", 10, 32, 3, attn_dropout=0.1)

@@ -135,3 +135,27 @@ def test_weight_decay_exclusion():
     assert "pos_embed" in skipped and "cls_token" in skipped and "head.0.weight" in skipped
     assert all(p.ndim == 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("per_step", [False, True], ids=["per-epoch", "per-step"])
+def test_timm_cosine_is_timms_cosine_scheduler_with_its_cooldown(per_step):
+    """--scheduler timm_cosine against timm's own CosineLRScheduler, stepped as timm's train.py
+    steps it (per epoch, or per update with t_in_epochs=False), with CCT-7/3x1's CIFAR-10 numbers:
+    300 cosine epochs + 10 cool-down epochs, 10 warm-up epochs from 1e-5, lr 5.5e-4, min 1e-5."""
+    from timm.scheduler import CosineLRScheduler
+    steps_per_epoch = 3
+    args = make_args(scheduler="timm_cosine", lr=5.5e-4, min_lr=1e-5, warmup_epoch=10, warmup_lr=1e-5,
+                     cooldown_epochs=10, max_epochs=310, lr_per_step=per_step, optimizer="adamw")
+    ours = make_scheduler(make_optimizer(torch.nn.Linear(2, 2), args), args, steps_per_epoch)
+    theirs_opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=5.5e-4)
+    scale = steps_per_epoch if per_step else 1
+    theirs = CosineLRScheduler(theirs_opt, t_initial=300 * scale, lr_min=1e-5, warmup_t=10 * scale,
+                               warmup_lr_init=1e-5, t_in_epochs=not per_step)
+    for step in range(310 * steps_per_epoch):
+        if per_step:
+            theirs.step_update(step)
+        elif step % steps_per_epoch == 0:
+            theirs.step(step // steps_per_epoch)
+        assert ours.get_last_lr()[0] == pytest.approx(theirs_opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15), step
+        ours.step()
+    assert ours.get_last_lr()[0] == pytest.approx(1e-5)  # the cool-down holds min_lr
