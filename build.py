@@ -95,6 +95,7 @@ def resolve_args(args):
     check(not (args.val_split and args.folds), "choose --val-split or --folds, not both")
     check(not (args.folds and args.seeds), "choose --folds or --seeds, not both (each starts its own set of runs)")
     check(args.save_every >= 0, f"--save-every must not be negative, got {args.save_every}")
+    check(args.mixup_off_epoch >= 0, f"--mixup-off-epoch must not be negative, got {args.mixup_off_epoch}")
     check(0 <= args.warmup_lr <= args.lr, f"--warmup-lr must be in [0, --lr], got {args.warmup_lr}")
     check(0 <= args.cooldown_epochs < args.max_epochs,
           f"--cooldown-epochs must be in [0, --max-epochs), got {args.cooldown_epochs}")

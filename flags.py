@@ -140,6 +140,8 @@ def get_args_parser():
     g.add_argument("--mix-choice", default="original", choices=["original", "random"],
                    help="with --mixup --cutmix: original applies CutMix only (as ViT-CIFAR did); "
                         "random picks one of them per batch")
+    g.add_argument("--mixup-off-epoch", type=int, default=0,
+                   help="mixing (mixup/cutmix) stops after this many epochs, as timm's flag (0: never)")
     g.add_argument("--rcpaste", action="store_true", help="RandomCropPaste")
     g.add_argument("--repeated-aug", type=int, default=1,
                    help="repeated augmentation: each drawn image appears N times in a row in the epoch (DeiT's RASampler)")

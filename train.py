@@ -263,6 +263,9 @@ def _train(args, data, model, device, criterion, out_dir, ckpt_path, resume_path
         for epoch in epochs:
             seed_everything(epoch_seed(args.seed, epoch))  # each epoch's draws depend on (seed, epoch) only
             start = time.perf_counter()
+            if args.mixup_off_epoch and epoch >= args.mixup_off_epoch and run.mixer is not None:
+                run.mixer = None  # timm's --mixup-off-epoch: no mixing from here on
+                fused = make_fused_step(args, run, model if args.compile == "step" else net, criterion, device)
             try:
                 train = train_one_epoch(net, run.train_loader, criterion, optimizer, scheduler, device, epoch,
                                         amp_dtype=run.amp_dtype, scaler=scaler, mixer=run.mixer, grad_clip=args.grad_clip,

@@ -249,3 +249,21 @@ def test_ema_of_a_batchnorm_model_tracks_its_statistics(tmp_path):
     # Fresh batch norm starts at mean 0; the average must have moved with the trained model's.
     assert saved[bn].abs().sum() > 0 and raw[bn].abs().sum() > 0
     assert not torch.equal(saved[bn], raw[bn])  # the average, not a copy of the last weights
+
+
+def test_mixup_off_epoch_stops_mixing_after_that_many_epochs(tmp_path, monkeypatch):
+    """--mixup-off-epoch N (timm's flag): epochs 1..N mix, the later ones do not."""
+    import train as train_module
+    seen = []
+    real = train_module.train_one_epoch
+
+    def spy(*a, mixer=None, **k):
+        seen.append(mixer is not None)
+        return real(*a, mixer=mixer, **k)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", spy)
+    data = make_image_folder(str(tmp_path / "data"), n_train=4, n_test=2)
+    common = ["--dataset", "folder", "--data-dir", data, "--output-dir", tmp_path / "run", *TINY, "--mixup",
+              "--cutmix", "--mixup-off-epoch", 2]
+    train(*common, "--max-epochs", 3)
+    assert seen == [True, True, False]
