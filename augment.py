@@ -2,8 +2,9 @@
 
 The input pipeline has three stages (loaders.py wires them together):
   1. uint8 per-image geometry and colour: random crop with padding, flip, and a policy
-     (AutoAugment / RandAugment / TrivialAugment). Either on the device (batched, below and
-     in autoaugment.py) or in DataLoader workers with PIL transforms.
+     (AutoAugment / RandAugment / TrivialAugment / timm's RandAugment). Either on the device
+     (batched, below, in autoaugment.py and timm_augment.py) or in DataLoader workers with PIL
+     transforms.
   2. float per-image extras on the normalised batch: RandomCropPaste, Cutout, random erasing.
   3. batch mixing in the training step: MixUp / CutMix.
 
@@ -378,10 +379,25 @@ def _trivialaugment(**_):
     return T.TrivialAugmentWide(), aa.BatchTrivialAugmentWide()
 
 
-def build_policy(name, *, dataset_policy="cifar10", ops="original", ra_n=2, ra_m=9):
+@POLICIES.register("timm_randaugment")
+def _timm_randaugment(*, ra_n=2, ra_m=9, ra_mstd=0.5, ra_prob=0.5, ra_inc=True, mean=None, **_):
+    import timm_augment as ta
+
+    kw = dict(num_ops=ra_n, magnitude=ra_m, magnitude_std=ra_mstd, prob=ra_prob, increasing=ra_inc,
+              fill=ta.fill_color(mean))
+    try:
+        return ta.TimmRandAugment(**kw), ta.BatchTimmRandAugment(**kw)
+    except ValueError as e:
+        raise UserError(f"timm_randaugment: {e}") from None
+
+
+def build_policy(name, *, dataset_policy="cifar10", ops="original", ra_n=2, ra_m=9, ra_mstd=0.5, ra_prob=0.5,
+                 ra_inc=True, mean=None):
     """(PIL transform or None, batched transform or None) for the policy `name`, one of
-    POLICIES.names(). dataset_policy ("cifar10" | "svhn") and ops ("original": the original's
-    AutoAugment; "torchvision": torchvision's) apply to autoaugment; ra_n / ra_m to randaugment."""
+    POLICIES.names(). autoaugment: dataset_policy ("cifar10" | "svhn"), ops ("original" | "torchvision");
+    randaugment: ra_n, ra_m (0-30 bins); timm_randaugment: ra_n, ra_m (timm's 0-10), ra_mstd (inf:
+    uniform), ra_prob, ra_inc and mean (the dataset mean, for timm's img_mean fill; None: grey 128)."""
     if ops not in POLICY_OPS:
         raise UserError(f"unknown policy ops {ops!r}; choose from: {', '.join(POLICY_OPS)}")
-    return POLICIES.build(name, dataset_policy=dataset_policy, ops=ops, ra_n=ra_n, ra_m=ra_m)
+    return POLICIES.build(name, dataset_policy=dataset_policy, ops=ops, ra_n=ra_n, ra_m=ra_m, ra_mstd=ra_mstd,
+                          ra_prob=ra_prob, ra_inc=ra_inc, mean=mean)

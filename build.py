@@ -76,6 +76,10 @@ def resolve_args(args):
     check(args.policy is None or args.policy in POLICIES,
           f"unknown --policy {args.policy!r}; choose from: {', '.join(POLICIES.names())}")
     args.policy = chosen.pop() if chosen else "none"
+    if args.policy == "timm_randaugment":
+        check(args.ra_m <= 10, f"--ra-m is timm's magnitude, 0-10, for --policy timm_randaugment; got {args.ra_m}")
+        check(args.ra_mstd >= 0, f"--ra-mstd must not be negative (inf: uniform), got {args.ra_mstd}")
+        check(0 <= args.ra_prob <= 1, f"--ra-prob must be in [0, 1], got {args.ra_prob}")
     for name in ("autoaugment", "randaugment", "trivialaugment"):  # the aliases follow, so config.json agrees
         setattr(args, name, args.policy == name)
     args.aa_policy = "svhn" if args.dataset == "svhn" else "cifar10"
@@ -296,7 +300,8 @@ def make_comet(args):
 def build_training(args, data, model, device, rank=0, world_size=1):
     """Loaders, optimizer, schedule, precision, EMA and batch mixing for a model, from the flags."""
     model.to(device)
-    policies = build_policy(args.policy, dataset_policy=args.aa_policy, ops=args.aa_ops, ra_n=args.ra_n, ra_m=args.ra_m)
+    policies = build_policy(args.policy, dataset_policy=args.aa_policy, ops=args.aa_ops, ra_n=args.ra_n, ra_m=args.ra_m,
+                            ra_mstd=args.ra_mstd, ra_prob=args.ra_prob, ra_inc=bool(args.ra_inc), mean=data.mean)
     train_loader, test_loader = build_loaders(
         data, device, input_path=args.input_path, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         input_size=args.input_size, crop_padding=args.crop_padding, hflip=args.hflip, seed=args.seed,

@@ -121,9 +121,20 @@ def get_args_parser():
                    help=f"the per-image augmentation policy, one of {', '.join(POLICIES.names())} (default none); "
                         f"--autoaugment, --randaugment and --trivialaugment are its original spellings")
     g.add_argument("--autoaugment", action="store_true", help="AutoAugment (CIFAR10 policy; SVHN policy on svhn)")
-    g.add_argument("--randaugment", action="store_true", help="RandAugment with --ra-n ops at --ra-m")
-    g.add_argument("--ra-n", type=int, default=2, help="RandAugment: operations per image")
-    g.add_argument("--ra-m", type=int, default=9, help="RandAugment: magnitude, 0-30")
+    g.add_argument("--randaugment", action="store_true", help="RandAugment with --ra-n ops at --ra-m (torchvision's)")
+    g.add_argument("--ra-n", type=int, default=2, help="RandAugment and timm_randaugment: operations per image")
+    g.add_argument("--ra-m", type=int, default=9,
+                   help="RandAugment: magnitude bin, 0-30 (torchvision's); --policy timm_randaugment: timm's "
+                        "magnitude, 0-10 (rand-m9 is 9)")
+    g.add_argument("--ra-mstd", type=float, default=0.5,
+                   help="timm_randaugment: std of the magnitude drawn per op, N(--ra-m, std) clipped to [0, 10] "
+                        "(timm's mstd; 0: fixed; inf or above 100: uniform on [0, --ra-m]; default 0.5, as "
+                        "rand-m9-mstd0.5-inc1)")
+    g.add_argument("--ra-prob", type=float, default=0.5,
+                   help="timm_randaugment: probability each drawn op is applied (timm's p; default 0.5)")
+    g.add_argument("--ra-inc", type=int, default=1, choices=[0, 1],
+                   help="timm_randaugment: 1 draws from timm's increasing op set (inc1: severity grows with the "
+                        "magnitude), 0 from its original set (default 1)")
     g.add_argument("--trivialaugment", action="store_true", help="TrivialAugmentWide")
     g.add_argument("--aa-ops", default="original", choices=["original", "torchvision"],
                    help="AutoAugment op semantics: original (ViT-CIFAR's PIL ops: grey fill, rotate +theta only, "

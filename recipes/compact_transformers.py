@@ -10,9 +10,8 @@ register(Recipe(
         optimizer="adamw", lr=5.5e-4, min_lr=1e-5, weight_decay=0.06, wd_exclude_norm_bias=True,
         scheduler="cosine", warmup_epoch=10, lr_per_step=False, batch_size=128, max_epochs=300,
         criterion="torch_ls", label_smoothing=True, smoothing=0.1,
-        # timm 'rand-m9-mstd0.5-inc1': m9 of timm's 0-10 scale = 0.9 of the maximum = bin 27 of
-        # torchvision's 0-30 scale (same shear/rotate/translate/enhance amounts).
-        randaugment=True, ra_n=2, ra_m=27,
+        # timm 'rand-m9-mstd0.5-inc1' (n2 and p0.5 are timm's defaults), timm's own RandAugment.
+        policy="timm_randaugment", ra_n=2, ra_m=9, ra_mstd=0.5, ra_prob=0.5, ra_inc=1,
         mixup=True, mixup_alpha=0.8, cutmix=True, cutmix_beta=1.0, mix_prob=1.0, mix_choice="random",
         random_erasing=0.0, drop_path=0.1, dropout=0.0, crop_padding=4,
     ),
@@ -26,8 +25,6 @@ register(Recipe(
     source=("SHI-Labs/Compact-Transformers: configs/pretrained/cct_7-3x1_cifar{10,100}_300epochs.yml "
             "(timm train.py), README results table, model defaults in src/cct.py"),
     missing=(
-        "ra_mstd=0.5 (timm RandAugment magnitude noise)",
-        "ra_op_prob=0.5 (timm applies each drawn RandAugment op with probability 0.5)",
         _CCT_ATTN,
         "mixup_off_epoch=175 (c10 only: timm stops mixing from epoch 175)",
         "cooldown_epochs=10 (timm trains 10 more epochs at min_lr: 310 in all)",
@@ -38,12 +35,15 @@ register(Recipe(
         "Schedule: timm steps its cosine per epoch, as main.py's default does (no --lr-per-step), but warms "
         "up linearly from warmup_lr over 10 epochs with the cosine counted from epoch 0 over 300 epochs, "
         "then adds 10 cool-down epochs at min_lr (310 in all); here the warm-up starts at 0 in epoch 0 and "
-        "there is no cool-down. RandAugment: --ra-m 27 is timm's m9 as the same fraction of the maximum, "
-        "but torchvision applies every drawn op (timm: each with p 0.5), draws from another op set (no "
-        "Invert/SolarizeAdd; Identity), has no magnitude noise (mstd 0.5), and its posterize at bin 27 "
-        "keeps 4 bits where timm's increasing posterize keeps 1. timm crops with RandomResizedCrop(scale "
-        "0.8-1); here pad-4 random crop, both with flips. Mixup 0.8 / CutMix 1.0 with switch prob 0.5 "
-        "and prob 1 is --mix-choice random --mix-prob 1; on CIFAR-10 timm stops mixing at epoch 175, here "
+        "there is no cool-down. RandAugment is timm's rand-m9-mstd0.5-inc1 (--policy timm_randaugment: "
+        "its op set, p 0.5, magnitude noise, random bilinear/bicubic, the CIFAR-mean fill): timm's own "
+        "transform on the workers path, a batched copy that matches each of its ops pixel for pixel on "
+        "the device path. Where timm asks for 0 posterize bits (PosterizeIncreasing at magnitude 10, "
+        "which ~2% of draws clip to) both paths give a black image, as Pillow without a bits check did "
+        "(Pillow 13 raises ValueError there, which would stop timm's own run). It runs after the crop "
+        "and flip, as in timm, but timm crops with RandomResizedCrop(scale 0.8-1, random interpolation) "
+        "where here it is a pad-4 random crop. Mixup 0.8 / CutMix 1.0 with switch prob 0.5 and prob 1 "
+        "is --mix-choice random --mix-prob 1; on CIFAR-10 timm stops mixing at epoch 175, here "
         "it never stops. Weight decay: timm exempts 1-D parameters; --wd-exclude-norm-bias also exempts "
         "the position embedding, which timm decays. Stochastic depth 0.1 is --drop-path 0.1; CCT's "
         "attention dropout 0.1 has no flag. Label smoothing 0.1 is timm's form (--criterion torch_ls). "

@@ -87,3 +87,9 @@ def model_params(names):
 # Flags that make a run small enough for the CPU test budget.
 TINY = ["--num-layers", "2", "--hidden", "64", "--mlp-hidden", "128", "--head", "4", "--batch-size", "16",
         "--workers", "0", "--no-progress", "--warmup-epoch", "0", "--save-every", "1"]
+
+
+def gen(seed=0):
+    """A CPU torch.Generator seeded with `seed`: the augmentation tests' draws."""
+    import torch
+    return torch.Generator().manual_seed(seed)

@@ -1,19 +1,19 @@
 """Tests for autoaugment.py and policy_kernels.py: the original's PIL ops (the workers path) as the
-reference, the batched device ops against them and against torchvision, the draws, sync-freedom and
-fixed op counts on the meta device, and input handling. CPU only; the torch.compile check is marked slow."""
-import math
-
-import numpy as np
+reference, the batched device ops against them and against torchvision, and the device path against
+the workers path (and torchvision's ops) with drawn parameters. CPU only. The draws are in
+test_autoaugment_draws.py; sync-freedom and fixed op counts on the meta device, input handling and
+the torch.compile check (marked slow) in test_autoaugment_meta_and_input.py."""
 import pytest
 import torch
 import torchvision.transforms as T
-from PIL import Image
 from torchvision.transforms.autoaugment import _apply_op
 
-import autoaugment as aa
 import policy_kernels
 from autoaugment import (OP_INDEX, OPS, BatchAutoAugment, BatchRandAugment, BatchTrivialAugmentWide,
-                         OriginalAutoAugment, count_ops, original_op)
+                         original_op)
+from autoaugment_helpers import _aa_space, from_pil, random_images, to_pil, tv_policies
+from conftest import gen
+
 
 # How closely the batched "original" ops reproduce PIL, per op: bit for bit, or within one grey
 # level. An op listed as exact fails its test at the first differing pixel.
@@ -27,34 +27,6 @@ SHAPES = [(3, 32, 32), (3, 24, 40), (1, 17, 23)]  # CIFAR, non-square (H/W swaps
 
 def test_tolerance_table_covers_every_op_once():
     assert EXACT | WITHIN_ONE == set(OPS[1:]) and not EXACT & WITHIN_ONE
-
-
-def random_images(b, c, h, w, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (b, c, h, w), dtype=torch.uint8, generator=g)
-    if b >= 7:
-        x[1] = x[1] // 4 + 60  # narrow range: autocontrast stretches, contrast's mean moves
-        x[2, 0] = 77  # a constant channel: autocontrast and equalize leave it
-        x[3] = torch.where(x[3] > 100, 250, x[3])  # a dominant top level: equalize's LUT passes 255
-        x[4] = ((torch.arange(h)[:, None] + torch.arange(w)) % 2 * 255).to(torch.uint8)  # cubic over/undershoot
-        x[5] = 200  # constant image
-        ramp = torch.arange(h)[:, None] * 7 + torch.arange(w) * 3
-        x[6] = (ramp % 256).to(torch.uint8)  # smooth: interpolation fractions matter
-    return x
-
-
-def to_pil(t):
-    a = t.permute(1, 2, 0).numpy()
-    return Image.fromarray(a[:, :, 0], "L") if a.shape[2] == 1 else Image.fromarray(a, "RGB")
-
-
-def from_pil(img):
-    a = np.asarray(img)
-    return torch.from_numpy((a[:, :, None] if a.ndim == 2 else a).copy()).permute(2, 0, 1)
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def forced(n, slots, op, bins, signs):
@@ -149,10 +121,6 @@ def _tv_case(policy, space_at, name, bins, shape, seed, kernel=None):
     return compare(out, torch.stack(refs))
 
 
-def _aa_space(size):
-    return T.AutoAugment()._augmentation_space(10, size)
-
-
 @pytest.fixture(scope="module")
 def all_ops_torchvision():
     space = _aa_space((32, 32))
@@ -183,103 +151,6 @@ def test_randaugment_and_trivialaugment_ops_match_apply_op(kind, shape):
     assert not bad
 
 
-# ---------------------------------------------------------------- 3. draws
-
-def within(count, n, prob, sigmas=4.0):
-    return abs(count - n * prob) <= sigmas * math.sqrt(n * prob * (1 - prob)) + 1
-
-
-def check_autoaugment_draws(subs, sub, applied, sign, signed_ops):
-    """Sub-policies uniform, op k applied with its probability, signs fair where signed, +1 elsewhere."""
-    n = len(sub)
-    counts = torch.bincount(sub, minlength=len(subs))
-    assert len(subs) == 25 and all(within(int(c), n, 1 / 25) for c in counts)
-    for s, sp in enumerate(subs):
-        rows = sub == s
-        for k, (_, prob, _) in enumerate(sp):
-            assert within(int(applied[rows, k].sum()), int(rows.sum()), prob), (s, k)
-    is_signed = torch.tensor([[sp[k][0] in signed_ops for k in range(2)] for sp in subs])[sub]
-    neg = sign < 0
-    assert within(int(neg[is_signed].sum()), int(is_signed.sum()), 0.5)
-    return neg, is_signed
-
-
-@pytest.mark.parametrize("policy", ["cifar10", "svhn"])
-def test_original_autoaugment_draw_frequencies(policy):
-    aug = OriginalAutoAugment(policy)
-    torch.manual_seed(0)
-    draws = [aug.draw() for _ in range(10000)]
-    sub = torch.tensor([d["sub_policy"] for d in draws])
-    applied = torch.tensor([d["applied"] for d in draws])
-    sign = torch.tensor([d["sign"] for d in draws])
-    subs = [[(aa._canonical(nm), p, b) for nm, p, b in sp] for sp in aa._policy_table(policy)]
-    check_autoaugment_draws(subs, sub, applied, sign, policy_kernels.ORIGINAL_SIGNED)
-
-
-def test_original_autoaugment_applies_what_it_draws(monkeypatch):
-    aug, calls = OriginalAutoAugment("cifar10"), []
-    monkeypatch.setattr(aa, "original_op", lambda img, name, b, s: calls.append((name, b, s)) or img)
-    img = to_pil(random_images(1, 3, 4, 4)[0])
-    torch.manual_seed(1)
-    for _ in range(200):
-        aug(img)
-    torch.manual_seed(1)
-    expected = []
-    for _ in range(200):
-        d = aug.draw()
-        sub = aug.sub_policies[d["sub_policy"]]
-        expected += [(name, b, s) for (name, _, b), on, s in zip(sub, d["applied"], d["sign"]) if on]
-    assert calls == expected and len(calls) > 100
-
-
-def test_original_autoaugment_is_reproducible_from_the_global_rng():
-    aug, img = OriginalAutoAugment("svhn"), to_pil(random_images(1, 3, 32, 32, seed=3)[0])
-    torch.manual_seed(5)
-    a = [from_pil(aug(img)) for _ in range(20)]
-    torch.manual_seed(5)
-    assert all(t.equal(from_pil(aug(img))) for t in a)
-
-
-@pytest.mark.parametrize("ops", ["original", "torchvision"])
-@pytest.mark.parametrize("policy", ["cifar10", "svhn"])
-def test_batched_autoaugment_draw_frequencies(policy, ops):
-    aug = BatchAutoAugment(policy, ops=ops)
-    p = aug.draw(20000, "cpu", gen(4))
-    subs = aa._policy_table(policy)
-    for s, sp in enumerate(subs):
-        rows = p["sub_policy"] == s
-        for k, (name, _, b) in enumerate(sp):
-            assert (p["op"][rows, k] == OP_INDEX[name]).all() and (p["bin"][rows, k] == (b or 0)).all()
-    signed = policy_kernels.ORIGINAL_SIGNED if ops == "original" else {n for n, (_, sg) in _aa_space((32, 32)).items() if sg}
-    neg, is_signed = check_autoaugment_draws(subs, p["sub_policy"], p["applied"], p["sign"], signed)
-    assert not neg[~is_signed].any()
-    rotate = p["op"] == OP_INDEX["Rotate"]
-    if ops == "original":
-        assert rotate.any() and (p["sign"][rotate] == 1).all()  # the original never turns clockwise
-    else:
-        assert within(int((p["sign"][rotate] < 0).sum()), int(rotate.sum()), 0.5)
-
-
-def test_randaugment_and_trivialaugment_draw_frequencies():
-    ra, n = BatchRandAugment(2, 9), 10000
-    p = ra.draw(n, "cpu", gen(5))
-    assert p["applied"].all() and (p["bin"] == 9).all()
-    counts = torch.bincount(p["op"].flatten(), minlength=len(OPS))
-    assert len(ra.op_names) == 14 and all(within(int(counts[OP_INDEX[o]]), 2 * n, 1 / 14) for o in ra.op_names)
-    assert counts[OP_INDEX["Invert"]] == 0
-    ta = BatchTrivialAugmentWide()
-    p = ta.draw(20000, "cpu", gen(6))
-    counts = torch.bincount(p["op"].flatten(), minlength=len(OPS))
-    assert all(within(int(counts[OP_INDEX[o]]), 20000, 1 / 14) for o in ta.op_names)
-    assert all(within(int(c), 20000, 1 / 31) for c in torch.bincount(p["bin"].flatten(), minlength=31))
-    for policy, p in ((ra, ra.draw(n, "cpu", gen(7))), (ta, p)):
-        space = T.TrivialAugmentWide()._augmentation_space(31)
-        for name in policy.op_names:
-            sel = p["op"] == OP_INDEX[name]
-            neg = int((p["sign"][sel] < 0).sum())
-            assert within(neg, int(sel.sum()), 0.5) if space[name][1] else neg == 0, name
-
-
 # ---------------------------------------------------------------- 4. device path == workers path
 
 @pytest.mark.parametrize("policy,shape", [("cifar10", (3, 32, 32)), ("svhn", (3, 32, 32)), ("svhn", (1, 28, 28))])
@@ -297,11 +168,6 @@ def test_device_path_equals_workers_path(policy, shape):
                 tol += TOLERANCE[name]
         assert compare(out[i], from_pil(img))[0] <= tol, i
     assert p["applied"].any(1).float().mean() > 0.5
-
-
-def tv_policies():
-    return [BatchAutoAugment("cifar10", ops="torchvision"), BatchAutoAugment("svhn", ops="torchvision"),
-            BatchRandAugment(2, 9), BatchRandAugment(3, 25), BatchTrivialAugmentWide()]
 
 
 @pytest.mark.parametrize("policy", tv_policies(), ids=repr)
@@ -325,109 +191,3 @@ def test_torchvision_policies_match_apply_op_with_drawn_params(policy):
                 m = -m if signed and p["sign"][i, k] < 0 else m
                 img = _apply_op(img, name, m, interpolation=NEAREST, fill=None)
         assert torch.equal(out[i], img), i
-
-
-# ---------------------------------------------------------------- 5. sync-free, fixed op count
-
-def all_policies():
-    return [BatchAutoAugment("cifar10"), BatchAutoAugment("svhn")] + tv_policies()
-
-
-@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)], ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("policy", all_policies(), ids=repr)
-def test_fixed_op_count_and_no_syncs_on_meta(policy, shape):
-    small, large = count_ops(policy, 8, shape), count_ops(policy, 256, shape)
-    assert small["by_op"] == large["by_op"] and small["ops"] == large["ops"] > 50
-    for counts in (small, large):
-        assert counts["syncs"] == 0 and counts["blocking_copies"] == 0
-        assert not {"nonzero", "_local_scalar_dense", "_unique2", "masked_select"} & set(counts["by_op"])
-
-
-class _Syncing:
-    """Negative controls for count_ops: one policy reads a device value, one copies a host table."""
-
-    def __init__(self, kind):
-        self.kind = kind
-
-    def to(self, device):
-        return self
-
-    def __call__(self, images):
-        if self.kind == "sync":
-            return images + int(images.sum())
-        return images + torch.tensor([1, 2, 3], dtype=torch.uint8).to(images.device)[0]
-
-
-def test_count_ops_detects_syncs_and_host_copies():
-    assert count_ops(_Syncing("sync"), 4, device="cpu")["syncs"] == 1
-    assert count_ops(_Syncing("copy"), 4)["blocking_copies"] == 1
-
-
-def test_to_moves_tables_once_and_returns_self():
-    policy = BatchAutoAugment("cifar10")
-    assert policy.to("meta") is policy
-    assert policy._op.device.type == "meta" and policy.kernel.static_lut.device.type == "meta"
-    assert policy.kernel.geo[0]["rot_m"].device.type == "meta"
-
-
-# ---------------------------------------------------------------- 6. input handling
-
-@pytest.mark.parametrize("policy", all_policies(), ids=repr)
-def test_bad_input_rejected(policy):
-    u8 = torch.uint8
-    for bad in (torch.zeros(2, 3, 8, 8), torch.zeros(3, 8, 8, dtype=u8), torch.zeros(2, 2, 8, 8, dtype=u8)):
-        with pytest.raises(ValueError):
-            policy(bad)
-    with pytest.raises(ValueError):
-        policy.apply(torch.zeros(2, 3, 8, 8, dtype=torch.int16), policy.draw(2, "cpu"))
-
-
-def test_bad_arguments_rejected():
-    for make in (lambda: BatchAutoAugment("imagenet"), lambda: BatchAutoAugment(ops="pil"),
-                 lambda: BatchRandAugment(magnitude=31), lambda: OriginalAutoAugment("nope")):
-        with pytest.raises(ValueError):
-            make()
-
-
-@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 40, 40), (3, 32, 32), (1, 17, 23)])
-@pytest.mark.parametrize("policy", all_policies(), ids=repr)
-def test_shape_dtype_device_preserved_and_input_untouched(policy, shape):
-    x = random_images(16, *shape, seed=12)
-    before = x.clone()
-    out = policy(x, gen(13))
-    assert out.shape == x.shape and out.dtype == torch.uint8 and out.device == x.device
-    assert torch.equal(x, before) and not torch.equal(out, x)
-
-
-@pytest.mark.parametrize("policy", all_policies(), ids=repr)
-def test_each_image_draws_independently(policy):
-    x = random_images(1, 3, 32, 32, seed=7).expand(64, -1, -1, -1).contiguous()
-    out = policy(x, gen(8))
-    assert len({bytes(o.numpy()) for o in out}) >= 20
-
-
-@pytest.mark.parametrize("policy", all_policies(), ids=repr)
-def test_reproducible_from_the_generator_or_the_global_rng(policy):
-    x = random_images(32, 3, 32, 32, seed=9)
-    torch.manual_seed(0)
-    a = policy(x, gen(10))
-    torch.manual_seed(1)  # an explicit generator makes the global RNG irrelevant
-    assert torch.equal(a, policy(x, gen(10)))
-    assert not torch.equal(a, policy(x, gen(11)))
-    torch.manual_seed(2)
-    b = policy(x)  # no generator: the device's global RNG, which the trainer reseeds
-    torch.manual_seed(2)
-    assert torch.equal(b, policy(x))
-
-
-# ---------------------------------------------------------------- torch.compile
-
-@pytest.mark.slow
-@pytest.mark.parametrize("policy", [BatchAutoAugment("cifar10"), BatchAutoAugment("svhn"), BatchTrivialAugmentWide()],
-                         ids=repr)
-def test_compiled_apply_equals_eager(policy):
-    x = random_images(16, 3, 32, 32, seed=14)
-    compiled = torch.compile(lambda images, params: policy.apply(images, params), fullgraph=True)
-    for seed in (15, 16):
-        p = policy.draw(16, "cpu", gen(seed))
-        assert torch.equal(compiled(x, p), policy.apply(x, p))

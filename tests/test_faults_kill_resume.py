@@ -1,6 +1,6 @@
 """Through faults: kill -9 at chosen and at random moments then --resume (bit-identical weights
-on the CPU), torn checkpoint writes, unreadable checkpoints, non-finite losses, a Comet server
-that fails mid-run, and a full disk.
+on the CPU). Torn checkpoint writes and unreadable checkpoints are in test_faults_checkpoints.py;
+non-finite losses, a Comet server that fails mid-run and a full disk in test_faults_mid_run.py.
 
 The kill tests run main.cli in processes forked from a fork server (ZYGOTE below) whose
 wrappers can park a run at a named moment -- in the middle of a training step, inside
@@ -8,14 +8,9 @@ evaluation, half way through writing a checkpoint, between a checkpoint and its 
 way through writing model.pth -- so that the SIGKILL lands exactly there.
 """
 import csv
-import errno
-import hashlib
-import io
 import json
 import os
-import pickle
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -27,9 +22,9 @@ import types
 import pytest
 import torch
 
-import build
 import main as cli
 from conftest import ROOT, TINY, make_image_folder
+from fault_helpers import _epochs_in_csv, _tmp_files
 
 EPOCHS = 4
 
@@ -229,20 +224,11 @@ def _run_args(data, out):
             "--ema-decay", "0.5", "--seed", "3"]
 
 
-def _epochs_in_csv(path):
-    with open(path, newline="") as f:
-        return [int(r["epoch"]) for r in csv.DictReader(f)]
-
-
 def _assert_same_weights(a_path, b_path):
     a, b = torch.load(a_path), torch.load(b_path)
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"tensors differ from the uninterrupted run: {different[:5]}"
-
-
-def _tmp_files(folder):
-    return [n for n in os.listdir(folder) if n.startswith(".tmp-")]
 
 
 # ---------------------------------------------------------------- kill -9, then --resume
@@ -353,309 +339,3 @@ def test_kill_at_random_moments_then_resume_gives_identical_weights(kills, tmp_p
     run = z.start(argv + (["--resume"] if (out / "checkpoint.pt").exists() else []), KILL_MARKER=tmp_path / "m")
     assert z.wait(run) == 0, z.output(run)
     _assert_like_straight(kills.straight, out)
-
-
-# ---------------------------------------------------------------- atomic writes
-
-@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()],
-                         ids=["OSError", "KeyboardInterrupt"])
-def test_a_write_that_fails_half_way_keeps_the_previous_file(tmp_path, monkeypatch, error):
-    import utils
-    path = tmp_path / "checkpoint.pt"
-    utils.atomic_save({"epoch": 0, "model": {"w": torch.arange(1000.0)}}, str(path))
-    before = path.read_bytes()
-    real_save = torch.save
-    written = {}
-
-    def torn_save(obj, f, *a, **k):
-        buf = io.BytesIO()
-        real_save(obj, buf)
-        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-        f.flush()
-        written["bytes"] = len(buf.getvalue()) // 2
-        raise error
-
-    monkeypatch.setattr(torch, "save", torn_save)
-    with pytest.raises(type(error)):
-        utils.atomic_save({"epoch": 1, "model": {"w": torch.zeros(1000)}}, str(path))
-    monkeypatch.undo()
-    assert written["bytes"] > 0  # the failure really came half way through a write
-    assert path.read_bytes() == before
-    assert torch.equal(torch.load(path)["model"]["w"], torch.arange(1000.0))
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"], "a temp file was left behind"
-
-
-# ---------------------------------------------------------------- unreadable checkpoints
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("finished")
-    data = make_image_folder(str(base / "data"), n_train=4, n_test=2)
-    out = base / "run"
-    args = cli.get_args_parser().parse_args([str(a) for a in [
-        "--dataset", "folder", "--data-dir", data, "--output-dir", out, "--max-epochs", 2, *TINY]])
-    torch.set_num_threads(1)
-    cli.main(args)
-    return types.SimpleNamespace(data=data, out=out)
-
-
-def _snapshot(folder):
-    snap = {}
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            p = os.path.join(dirpath, name)
-            with open(p, "rb") as f:
-                snap[os.path.relpath(p, folder)] = (hashlib.sha256(f.read()).hexdigest(), os.stat(p).st_mtime_ns)
-    return snap
-
-
-def _bad_file(kind, path, real_checkpoint):
-    if kind == "truncated":
-        blob = open(real_checkpoint, "rb").read()
-        open(path, "wb").write(blob[: len(blob) // 2])
-    elif kind == "foreign-pickle":
-        with open(path, "wb") as f:
-            pickle.dump({"hello": "world", "numbers": [1, 2, 3]}, f)
-    elif kind == "foreign-torch":
-        torch.save({"hello": torch.zeros(3), "epoch": 3}, path)
-    elif kind == "text":
-        open(path, "w").write("this is not a checkpoint\n")
-
-
-@pytest.mark.parametrize("kind", ["truncated", "foreign-pickle", "foreign-torch", "text"])
-@pytest.mark.parametrize("use", ["resume-path", "resume-auto", "eval-only"])
-def test_unreadable_checkpoint_is_one_line_and_touches_nothing(finished_run, tmp_path, capsys, kind, use):
-    run = tmp_path / "run"
-    shutil.copytree(finished_run.out, run)
-    if use == "resume-auto":  # the run's own checkpoint.pt is the damaged file
-        bad = run / "checkpoint.pt"
-        _bad_file(kind, str(tmp_path / "bad"), str(finished_run.out / "checkpoint.pt"))
-        shutil.copyfile(tmp_path / "bad", bad)
-    else:
-        bad = run / "bad.pt"
-        _bad_file(kind, str(bad), str(finished_run.out / "checkpoint.pt"))
-    time.sleep(0.01)  # mtimes would differ if anything were rewritten
-    before = _snapshot(run)
-    common = ["--dataset", "folder", "--data-dir", finished_run.data, *TINY]
-    if use == "resume-path":
-        argv = common + ["--max-epochs", "2", "--output-dir", run, "--resume", bad]
-    elif use == "resume-auto":
-        argv = common + ["--max-epochs", "2", "--output-dir", run, "--resume"]
-    else:
-        # (its own --output-dir: one inside the training run is refused before the weights are read)
-        argv = common + ["--eval-only", "--weights", bad, "--output-dir", tmp_path / "eval"]
-    code = cli.cli([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0], err
-    assert _snapshot(run) == before, "a file in the run folder was changed"
-
-
-# ---------------------------------------------------------------- non-finite loss
-
-def _tiny_run(data, out, *extra):
-    return [str(a) for a in ["--dataset", "folder", "--data-dir", data, "--output-dir", out, *TINY,
-                             "--input-path", "device", *extra]]
-
-
-def test_diverging_run_stops_with_one_line_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path, capsys):
-    """SGD at lr 10 (warm-up over 4 epochs) blows up after an epoch or two: exit 2, one line that
-    names the epoch and step, and the last finished epoch's checkpoint loads, with finite weights."""
-    data = make_image_folder(str(tmp_path / "data"), n_train=10, n_test=4)
-    out = tmp_path / "run"
-    code = cli.cli(_tiny_run(data, out, "--max-epochs", 6, "--optimizer", "sgd", "--lr", 10, "--min-lr", 0,
-                             "--warmup-epoch", 4))
-    captured = capsys.readouterr()
-    assert code == 2, captured.err
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "non-finite loss" in lines[0], captured.err
-    done = _epochs_in_csv(out / "metrics.csv")
-    assert len(done) >= 1, "the loss must blow up after the first epoch for this test to mean anything"
-    m = re.search(r"epoch (\d+), step (\d+)", lines[0])
-    assert m, lines[0]
-    # The epoch after the last row; whether counted from 0 or 1 is test_injected_nan_names_epoch_and_step's.
-    assert int(m.group(1)) in (done[-1], done[-1] + 1), f"{lines[0]!r}, but the log's last finished epoch is {done[-1]}"
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert ckpt["epoch"] + 1 == done[-1]
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
-    assert not (out / "model.pth").exists()
-
-
-class _NaNAt:
-    """A criterion wrapper that returns NaN at chosen training calls (1-based, counted over the run)."""
-
-    def __init__(self, monkeypatch, bad_calls):
-        self.calls, self.bad = 0, set(bad_calls)
-        real_build = build.CRITERIONS.build
-
-        def build_criterion(*a, **k):
-            criterion = real_build(*a, **k)
-
-            def wrapped(logits, target):
-                loss = criterion(logits, target)
-                if torch.is_grad_enabled():  # training, not evaluation
-                    self.calls += 1
-                    if self.calls in self.bad:
-                        return loss * float("nan")
-                return loss
-            return wrapped
-        monkeypatch.setattr(build.CRITERIONS, "build", build_criterion)
-
-
-def test_injected_nan_names_epoch_and_step(tmp_path, monkeypatch, capsys):
-    data = make_image_folder(str(tmp_path / "data"), n_train=12, n_test=2)  # 48 images, 3 steps of 16 an epoch
-    _NaNAt(monkeypatch, {5})  # epoch 2, its second step
-    out = tmp_path / "run"
-    code = cli.cli(_tiny_run(data, out, "--max-epochs", 3))
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
-    m = re.search(r"epoch (\d+), step (\d+)", err)
-    assert m and int(m.group(1)) == 2, f"the NaN was in epoch 2 (as metrics.csv numbers it): {err!r}"
-    assert int(m.group(2)) in (1, 2), err  # the epoch's second step, counted from 0 or from 1
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 0
-    assert _epochs_in_csv(out / "metrics.csv") == [1]
-
-
-def test_skip_nonfinite_counts_skipped_steps_and_finishes(tmp_path, monkeypatch):
-    data = make_image_folder(str(tmp_path / "data"), n_train=12, n_test=2)  # 48 images, 3 steps of 16 an epoch
-    _NaNAt(monkeypatch, {5, 9})  # epoch 2 step 2, epoch 3 step 3
-    out = tmp_path / "run"
-    assert cli.cli(_tiny_run(data, out, "--max-epochs", 4, "--skip-nonfinite")) == 0
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["skipped_steps"]) for r in rows] == [0, 1, 1, 0]
-    # A skipped step's images are not counted as trained on.
-    assert [int(r["train_images"]) for r in rows] == [48, 48 - 16, 48 - 16, 48]
-    assert all(torch.isfinite(v).all() for v in torch.load(out / "model.pth").values())
-
-
-def test_skip_nonfinite_on_a_diverging_run_finishes(tmp_path):
-    data = make_image_folder(str(tmp_path / "data"), n_train=10, n_test=2)
-    out = tmp_path / "run"
-    code = cli.cli(_tiny_run(data, out, "--max-epochs", 6, "--optimizer", "sgd", "--lr", 10, "--min-lr", 0,
-                             "--warmup-epoch", 4, "--skip-nonfinite"))
-    assert code == 0
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and sum(int(r["skipped_steps"]) for r in rows) > 0
-    assert (out / "model.pth").exists()
-
-
-# ---------------------------------------------------------------- Comet fails mid-run
-
-def test_comet_log_metrics_failing_is_one_warning_and_training_goes_on(tmp_path, monkeypatch, capsys):
-    calls = []
-
-    class Experiment:
-        def __init__(self, **kwargs):
-            calls.append("init")
-
-        def __getattr__(self, name):  # set_name, log_parameters, log_image, log_asset, end
-            return lambda *a, **k: calls.append(name)
-
-        def log_metrics(self, *a, **k):
-            calls.append("log_metrics")
-            raise ConnectionError("Failed to connect to https://www.comet.com/clientlib/ (timed out)")
-
-    fake = types.ModuleType("comet_ml")
-    fake.Experiment = fake.OfflineExperiment = Experiment
-    monkeypatch.setitem(sys.modules, "comet_ml", fake)
-    data = make_image_folder(str(tmp_path / "data"), n_train=4, n_test=2)
-    out = tmp_path / "run"
-    code = cli.cli(_tiny_run(data, out, "--max-epochs", 3, "--api-key", "key"))
-    err = capsys.readouterr().err
-    assert code == 0, err
-    warnings = [l for l in err.splitlines() if l.startswith("warning:")]
-    assert len(warnings) == 1 and "Comet is off" in warnings[0] and "ConnectionError" in warnings[0], err
-    assert "Traceback" not in err
-    assert calls.count("log_metrics") == 1, calls  # switched off after the first failure
-    assert calls[calls.index("log_metrics") + 1:] == [], calls
-    assert _epochs_in_csv(out / "metrics.csv") == [1, 2, 3]
-    assert (out / "model.pth").exists()
-
-
-# ---------------------------------------------------------------- a full disk
-
-ENOSPC = OSError(errno.ENOSPC, "No space left on device")
-
-
-def _assert_one_line_no_space(code, err):
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "No space left on device" in lines[0], err
-    assert "Traceback" not in err
-
-
-def test_disk_full_while_writing_the_epoch_2_checkpoint(tmp_path, monkeypatch, capsys):
-    data = make_image_folder(str(tmp_path / "data"), n_train=4, n_test=2)
-    out = tmp_path / "run"
-    real_save = torch.save
-
-    def save(obj, f, *a, **k):
-        if isinstance(obj, dict) and obj.get("epoch") == 1:  # epoch 2's checkpoint
-            buf = io.BytesIO()
-            real_save(obj, buf)
-            f.write(buf.getvalue()[:4096])  # the disk fills up part way through
-            raise ENOSPC
-        return real_save(obj, f, *a, **k)
-
-    monkeypatch.setattr(torch, "save", save)
-    argv = _tiny_run(data, out, "--max-epochs", 3)
-    code = cli.cli(argv)
-    _assert_one_line_no_space(code, capsys.readouterr().err)
-    monkeypatch.undo()
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert ckpt["epoch"] == 0 and len(ckpt["history"]) == 1
-    assert _epochs_in_csv(out / "metrics.csv") == [1]
-    json.loads((out / "config.json").read_text())
-    assert not _tmp_files(out) and not (out / "model.pth").exists()
-    # Space is back: --resume finishes the run.
-    assert cli.cli(argv + ["--resume"]) == 0
-    assert _epochs_in_csv(out / "metrics.csv") == [1, 2, 3]
-
-
-def test_disk_full_while_appending_the_epoch_2_csv_row(tmp_path, monkeypatch, capsys):
-    import loggers
-    data = make_image_folder(str(tmp_path / "data"), n_train=4, n_test=2)
-    out = tmp_path / "run"
-
-    class FillingFile:
-        """The real file, except that the epoch-2 row gets half written before the disk is full."""
-
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, s):
-            if s.startswith("2,"):
-                self.f.write(s[: len(s) // 2])
-                raise ENOSPC
-            return self.f.write(s)
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self.f.__exit__(*exc)
-
-    def filling_open(path, *a, **k):
-        f = open(path, *a, **k)
-        return FillingFile(f) if os.path.basename(path) == "metrics.csv" else f
-
-    monkeypatch.setattr(loggers, "open", filling_open, raising=False)
-    argv = _tiny_run(data, out, "--max-epochs", 3)
-    code = cli.cli(argv)
-    _assert_one_line_no_space(code, capsys.readouterr().err)
-    monkeypatch.undo()
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 1
-    # The log still reads as whole rows: epoch 1's, and no torn half of epoch 2's.
-    with open(out / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["1"], rows
-    assert all(None not in r.values() and None not in r for r in rows)
-    # Space is back: --resume finishes the run and the log is whole.
-    assert cli.cli(argv + ["--resume"]) == 0
-    assert _epochs_in_csv(out / "metrics.csv") == [1, 2, 3]

@@ -1,0 +1,45 @@
+"""Shared by the AutoAugment tests (test_autoaugment*.py): random test images (with the hard cases
+at fixed indices), PIL <-> tensor, torchvision's AutoAugment space, and the policies to check."""
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+from autoaugment import BatchAutoAugment, BatchRandAugment, BatchTrivialAugmentWide
+
+
+def random_images(b, c, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (b, c, h, w), dtype=torch.uint8, generator=g)
+    if b >= 7:
+        x[1] = x[1] // 4 + 60  # narrow range: autocontrast stretches, contrast's mean moves
+        x[2, 0] = 77  # a constant channel: autocontrast and equalize leave it
+        x[3] = torch.where(x[3] > 100, 250, x[3])  # a dominant top level: equalize's LUT passes 255
+        x[4] = ((torch.arange(h)[:, None] + torch.arange(w)) % 2 * 255).to(torch.uint8)  # cubic over/undershoot
+        x[5] = 200  # constant image
+        ramp = torch.arange(h)[:, None] * 7 + torch.arange(w) * 3
+        x[6] = (ramp % 256).to(torch.uint8)  # smooth: interpolation fractions matter
+    return x
+
+
+def to_pil(t):
+    a = t.permute(1, 2, 0).numpy()
+    return Image.fromarray(a[:, :, 0], "L") if a.shape[2] == 1 else Image.fromarray(a, "RGB")
+
+
+def from_pil(img):
+    a = np.asarray(img)
+    return torch.from_numpy((a[:, :, None] if a.ndim == 2 else a).copy()).permute(2, 0, 1)
+
+
+def _aa_space(size):
+    return T.AutoAugment()._augmentation_space(10, size)
+
+
+def tv_policies():
+    return [BatchAutoAugment("cifar10", ops="torchvision"), BatchAutoAugment("svhn", ops="torchvision"),
+            BatchRandAugment(2, 9), BatchRandAugment(3, 25), BatchTrivialAugmentWide()]
+
+
+def all_policies():
+    return [BatchAutoAugment("cifar10"), BatchAutoAugment("svhn")] + tv_policies()
