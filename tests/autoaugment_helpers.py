@@ -1,5 +1,8 @@
-"""Shared by the AutoAugment tests (test_autoaugment*.py): random test images (with the hard cases
-at fixed indices), PIL <-> tensor, torchvision's AutoAugment space, and the policies to check."""
+"""Shared by the AutoAugment-family tests (test_autoaugment*.py, test_timm_randaugment.py): random
+test images (with the hard cases at fixed indices), PIL <-> tensor, a binomial-count check,
+torchvision's AutoAugment space, and the policies to check."""
+import math
+
 import numpy as np
 import torch
 import torchvision.transforms as T
@@ -30,6 +33,11 @@ def to_pil(t):
 def from_pil(img):
     a = np.asarray(img)
     return torch.from_numpy((a[:, :, None] if a.ndim == 2 else a).copy()).permute(2, 0, 1)
+
+
+def within(count, n, prob, sigmas=4.0):
+    """A Binomial(n, prob) count within `sigmas` standard deviations (plus one) of its mean."""
+    return abs(count - n * prob) <= sigmas * math.sqrt(n * prob * (1 - prob)) + 1
 
 
 def _aa_space(size):

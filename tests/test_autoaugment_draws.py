@@ -1,7 +1,6 @@
 """Tests for autoaugment.py's draws: the original AutoAugment's sub-policy, application and sign
 frequencies (PIL and batched, both op sets), that it applies what it draws and is reproducible from
 the global RNG, and RandAugment's and TrivialAugmentWide's op, bin and sign frequencies. CPU only."""
-import math
 
 import pytest
 import torch
@@ -10,15 +9,11 @@ import torchvision.transforms as T
 import autoaugment as aa
 import policy_kernels
 from autoaugment import OP_INDEX, OPS, BatchAutoAugment, BatchRandAugment, BatchTrivialAugmentWide, OriginalAutoAugment
-from autoaugment_helpers import _aa_space, from_pil, random_images, to_pil
+from autoaugment_helpers import _aa_space, from_pil, random_images, to_pil, within
 from conftest import gen
 
 
 # ---------------------------------------------------------------- 3. draws
-
-def within(count, n, prob, sigmas=4.0):
-    return abs(count - n * prob) <= sigmas * math.sqrt(n * prob * (1 - prob)) + 1
-
 
 def check_autoaugment_draws(subs, sub, applied, sign, signed_ops):
     """Sub-policies uniform, op k applied with its probability, signs fair where signed, +1 elsewhere."""

@@ -21,6 +21,8 @@ import timm_augment as ta  # noqa: E402
 import timm_kernels  # noqa: E402
 from augment import build_policy  # noqa: E402
 from autoaugment import count_ops  # noqa: E402
+from autoaugment_helpers import from_pil, random_images, to_pil, within  # noqa: E402
+from conftest import gen  # noqa: E402
 from utils import UserError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -41,38 +43,6 @@ MAGNITUDES = [0.0, 1.37, 2.5, 5.0, 7.5, 8.6314159, 9.0, 9.4817, 10.0]
 
 def test_tolerance_table_covers_every_op_once():
     assert EXACT | WITHIN_ONE == set(ta.OPS[1:]) and not EXACT & WITHIN_ONE
-
-
-def random_images(b, c, h, w, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (b, c, h, w), dtype=torch.uint8, generator=g)
-    if b < 7:
-        return x
-    x[1] = x[1] // 4 + 60  # narrow range: autocontrast stretches, contrast's mean moves
-    x[2, 0] = 77  # a constant channel
-    x[3] = torch.where(x[3] > 100, 250, x[3])  # a dominant top level (equalize)
-    x[4] = ((torch.arange(h)[:, None] + torch.arange(w)) % 2 * 255).to(torch.uint8)  # cubic over/undershoot
-    x[5] = 200  # constant image
-    x[6] = ((torch.arange(h)[:, None] * 7 + torch.arange(w) * 3) % 256).to(torch.uint8)  # smooth ramp
-    return x
-
-
-def to_pil(t):
-    a = t.permute(1, 2, 0).numpy()
-    return Image.fromarray(a[:, :, 0], "L") if a.shape[2] == 1 else Image.fromarray(a, "RGB")
-
-
-def from_pil(img):
-    a = np.asarray(img)
-    return torch.from_numpy((a[:, :, None] if a.ndim == 2 else a).copy()).permute(2, 0, 1)
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def within(count, n, prob, sigmas=4.0):
-    return abs(count - n * prob) <= sigmas * math.sqrt(n * prob * (1 - prob)) + 1
 
 
 # ---------------------------------------------------------------- 0. the semantics are timm's
