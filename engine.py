@@ -90,7 +90,7 @@ class EMA(torch.nn.Module):
 
 
 def train_step(model, x, y, criterion, optimizer, scheduler, device, *, amp_dtype=None, scaler=None, mixer=None,
-               grad_clip=0.0, ema=None, skip_nonfinite=False):
+               grad_clip=0.0, ema=None, skip_nonfinite=False, captured=False):
     """One optimizer step on a batch: mix, forward, loss, backward, clip, step, schedule, EMA.
 
     Returns (loss, number of correct predictions, loss is finite) as device tensors; nothing
@@ -98,11 +98,14 @@ def train_step(model, x, y, criterion, optimizer, scheduler, device, *, amp_dtyp
     a skipped step: the loss decides whether to step, a host read per step). A SAM optimizer
     (optim.SAM) gets a closure that recomputes the loss at the perturbed weights; with
     grad_clip, the gradient clipped is that second one, which the base optimizer steps with.
+    scheduler None: the caller sets the next rate (fused_step.py). captured: the step is being
+    recorded into a CUDA graph, which keeps its gradient buffers and needs autocast without its
+    cache of cast weights.
     """
     y_b, lam = None, 1.0
     if mixer is not None:  # y_b and lam are device tensors (lam 1 for a batch left unmixed)
         x, y, y_b, lam = mixer(x, y)
-    with autocast(device, amp_dtype):
+    with autocast(device, amp_dtype, cache=not captured):
         logits = model(x)
         loss = mixed_loss(criterion, logits, y, y_b, lam)
     if skip_nonfinite and not torch.isfinite(loss.detach()):
@@ -130,8 +133,9 @@ def train_step(model, x, y, criterion, optimizer, scheduler, device, *, amp_dtyp
         scaler.update()
     else:
         optimizer.step(closure) if closure is not None else optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
+    optimizer.zero_grad(set_to_none=not captured)
+    if scheduler is not None:
+        scheduler.step()
     if ema is not None:
         ema.update_parameters(model)
     loss = loss.detach()

@@ -29,8 +29,7 @@ arithmetic, and the rate is a float32 tensor instead of a Python double (tests/t
 """
 import torch
 
-from criterions import mixed_correct, mixed_loss
-from engine import accumulate, autocast
+from engine import accumulate, train_step
 
 MODES = ("step", "graphs")  # --compile's; FusedStep also takes "eager": the body as is (audits, tests)
 
@@ -71,22 +70,11 @@ class FusedStep:
         self._graph = None
 
     def _body(self, x, y):
-        y_b, lam = None, 1.0
-        if self.mixer is not None:
-            x, y, y_b, lam = self.mixer(x, y)
-        with autocast(self.device, self.amp_dtype, cache=self.mode != "graphs"):
-            logits = self.model(x)
-            loss = mixed_loss(self.criterion, logits, y, y_b, lam)
-        loss.backward()
-        if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=self.mode != "graphs")  # a graph keeps its gradient buffers
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        loss = loss.detach()
-        accumulate(self.sums, self.first_bad, self.index, loss, mixed_correct(logits.detach(), y, y_b, lam),
-                   torch.isfinite(loss), y.shape[0])
+        # engine.train_step's work, with the next rate set here from the table, not by the scheduler.
+        loss, n_correct, finite = train_step(self.model, x, y, self.criterion, self.optimizer, None, self.device,
+                                             amp_dtype=self.amp_dtype, mixer=self.mixer, grad_clip=self.grad_clip,
+                                             ema=self.ema, captured=self.mode == "graphs")
+        accumulate(self.sums, self.first_bad, self.index, loss, n_correct, finite, y.shape[0])
         self.index += 1
         self.global_step += 1
         # index_select, not table[global_step]: indexing with a 0-dim tensor reads it on the host.
