@@ -337,8 +337,13 @@ def compiles(args, device):
     a seed gives the same augmentation and dropout with or without --compile."""
     on = args.compile not in ("off", "auto") or (args.compile == "auto" and device.type == "cuda")
     if on:
+        import torch._dynamo
         import torch._inductor.config
-        torch._inductor.config.fallback_random = True
+        if not torch._inductor.config.fallback_random:
+            torch._inductor.config.fallback_random = True
+            # Graphs compiled before in this process drew with inductor's own RNG, and Dynamo's
+            # guards do not look at inductor's settings: drop them, so none is reused.
+            torch._dynamo.reset()
     return on
 
 
