@@ -200,7 +200,7 @@ def get_args_parser():
 
 def experiment_name(args):
     name = f"{args.model_name}_{args.dataset}"
-    policy = {"autoaugment": "_aa", "randaugment": "_ra", "trivialaugment": "_ta"}
+    policy = {"autoaugment": "_aa", "randaugment": "_ra", "trivialaugment": "_ta", "timm_randaugment": "_tra"}
     name += policy.get(getattr(args, "policy", None) or "", "")
     for flag, suffix in [("label_smoothing", "ls"), ("rcpaste", "rc"), ("cutmix", "cm"), ("mixup", "mu"),
                          ("off_cls_token", "gap")]:
