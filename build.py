@@ -106,6 +106,12 @@ def resolve_args(args):
     check(args.scheduler == "timm_cosine" or (args.warmup_lr == 0 and args.cooldown_epochs == 0),
           "--warmup-lr and --cooldown-epochs are for --scheduler timm_cosine")
     check(args.eval_every >= 1, f"--eval-every must be positive, got {args.eval_every}")
+    (s_lo, s_hi), (r_lo, r_hi) = args.rrc_scale, args.rrc_ratio
+    check(0 < s_lo <= s_hi <= 1, f"--rrc-scale must satisfy 0 < MIN <= MAX <= 1, got {s_lo} {s_hi}")
+    check(0 < r_lo <= r_hi < math.inf, f"--rrc-ratio must satisfy 0 < MIN <= MAX (finite), got {r_lo} {r_hi}")
+    check(args.crop == "timm_rrc" or (list(args.rrc_scale) == [0.08, 1.0] and list(args.rrc_ratio) == [3 / 4, 4 / 3]
+                                      and args.rrc_interpolation == "random"),
+          "--rrc-scale, --rrc-ratio and --rrc-interpolation are for --crop timm_rrc")
     check(args.repeated_aug >= 1, f"--repeated-aug must be at least 1, got {args.repeated_aug}")
     check(args.eval_every == 1 or args.scheduler != "plateau", "--scheduler plateau needs --eval-every 1")
     if args.compile in FUSED_MODES:  # the step as one compiled function / CUDA graph (fused_step.py)
@@ -305,7 +311,7 @@ def build_training(args, data, model, device, rank=0, world_size=1):
     train_loader, test_loader = build_loaders(
         data, device, input_path=args.input_path, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         input_size=args.input_size, crop_padding=args.crop_padding, hflip=args.hflip, seed=args.seed,
-        policies=policies, extras=build_extras(rcpaste=args.rcpaste, cutout=args.cutout,
+        crops=make_crops(args, data), policies=policies, extras=build_extras(rcpaste=args.rcpaste, cutout=args.cutout,
                                                random_erasing=args.random_erasing),
         workers=args.workers, rank=rank, world_size=world_size, repeats=args.repeated_aug,
         compile_augment=compiles(args, device) and device.type != "meta")
@@ -318,6 +324,18 @@ def build_training(args, data, model, device, rank=0, world_size=1):
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, optimizer=optimizer,
                            scheduler=make_scheduler(optimizer, args, steps_per_epoch), amp_dtype=amp_dtype,
                            scaler=scaler, ema=ema, mixer=mixer, steps_per_epoch=steps_per_epoch)
+
+
+def make_crops(args, data):
+    """(workers-path crop, device-path crop) replacing the pad crop, or (None, None) for --crop pad."""
+    if args.crop == "pad":
+        return None, None
+    from timm_crop import BatchTimmRandomResizedCrop, TimmRandomResizedCrop
+    height, width = data.train_x.shape[-2:]
+    check(height == width, f"--crop timm_rrc resizes back to a square; these images are {height}x{width}")
+    options = dict(size=int(height), scale=tuple(args.rrc_scale), ratio=tuple(args.rrc_ratio),
+                   interpolation=args.rrc_interpolation)
+    return TimmRandomResizedCrop(**options), BatchTimmRandomResizedCrop(**options)
 
 
 def make_fused_step(args, run, net, criterion, device):

@@ -140,6 +140,17 @@ def get_args_parser():
                    help="AutoAugment op semantics: original (ViT-CIFAR's PIL ops: grey fill, rotate +theta only, "
                         "bicubic shear, rounded translate, solarize from 256) or torchvision's")
     g.add_argument("--crop-padding", type=int, default=4, help="random crop padding (0: no crop)")
+    g.add_argument("--crop", default="pad", choices=["pad", "timm_rrc"],
+                   help="training crop: pad (the original's pad-and-crop, --crop-padding) or timm_rrc (timm's "
+                        "RandomResizedCropAndInterpolation back to the image size, --rrc-*; timm's own on the "
+                        "workers path, a pixel-exact batched copy on the device)")
+    g.add_argument("--rrc-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
+                   help="timm_rrc: range of the crop's area, a fraction of the image's (default timm's 0.08 1)")
+    g.add_argument("--rrc-ratio", type=float, nargs=2, default=[3 / 4, 4 / 3], metavar=("MIN", "MAX"),
+                   help="timm_rrc: range of the crop's aspect ratio, log-uniform (default 3/4 4/3)")
+    g.add_argument("--rrc-interpolation", default="random", choices=["random", "bilinear", "bicubic"],
+                   help="timm_rrc: the resize filter; random picks bilinear or bicubic per image, as timm's train "
+                        "transform (default random)")
     g.add_argument("--no-hflip", dest="hflip", action="store_false", default=None,
                    help="no horizontal flip (never flipped on svhn)")
     g.add_argument("--cutmix", action="store_true", help="CutMix, batch level, as the original")

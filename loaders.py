@@ -53,7 +53,7 @@ class DeviceSource:
     """
 
     def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, rank=0, world_size=1, repeats=1,
-                 compile_augment=False):
+                 compile_augment=False, crop=None):
         self.x, self.y = x.to(device), y.to(device)
         self.repeats = repeats
         # Eager, the augmentation is a fixed few hundred small kernels a batch; compiled with
@@ -61,6 +61,7 @@ class DeviceSource:
         self._augment = torch.compile(self.augment, fullgraph=True, dynamic=False) if compile_augment else self.augment
         self._compiled = compile_augment
         self.batch_size, self.crop_padding, self.hflip = batch_size, crop_padding, hflip
+        self.crop = crop.to(device) if crop is not None else None  # replaces the pad crop (--crop timm_rrc)
         self.policy = policy.to(device) if policy is not None and hasattr(policy, "to") else policy
         self.rank, self.world_size = rank, world_size
         self.per_rank = len(y) // world_size
@@ -92,7 +93,7 @@ class DeviceSource:
 
     def augment(self, x):
         """Crop, flip and policy of one uint8 batch: the same ops whatever was drawn."""
-        x = random_crop(x, self.crop_padding)
+        x = random_crop(x, self.crop_padding) if self.crop is None else self.crop(x)
         if self.hflip:
             x = random_hflip(x)
         if self.policy is not None:
@@ -157,9 +158,12 @@ class WorkerSource:
     """
 
     def __init__(self, x, y, batch_size, crop_padding, hflip, policy, device, workers, rank=0, world_size=1,
-                 repeats=1):
+                 repeats=1, crop=None):
         size = x.shape[-1]
-        tf = [T.RandomCrop(size, padding=crop_padding)] if crop_padding > 0 else []
+        if crop is not None:  # --crop timm_rrc
+            tf = [crop]
+        else:
+            tf = [T.RandomCrop(size, padding=crop_padding)] if crop_padding > 0 else []
         tf += [T.RandomHorizontalFlip()] if hflip else []
         tf += [policy] if policy is not None else []
         tf += [T.PILToTensor()]
@@ -229,18 +233,20 @@ class EvalLoader:
 
 def build_loaders(data, device, *, input_path, batch_size, eval_batch_size, input_size, crop_padding, hflip,
                   seed, policies=(None, None), extras=(), workers=0, rank=0, world_size=1, repeats=1,
-                  compile_augment=False):
+                  compile_augment=False, crops=(None, None)):
     """(train loader, per-epoch evaluation loader). `policies` is (PIL transform for the workers
-    path, batched transform for the device path), as augment.build_policy returns them."""
+    path, batched transform for the device path), as augment.build_policy returns them; `crops`
+    likewise, a crop that replaces the pad-`crop_padding` random crop when given."""
     pil_policy, batch_policy = policies
     normalize = Normalize(data.mean, data.std, input_size, device)
     common = dict(batch_size=batch_size, crop_padding=crop_padding, hflip=hflip, device=device, rank=rank,
                   world_size=world_size, repeats=repeats)
     on_device = input_path == "device"
     if on_device:
-        source = DeviceSource(data.train_x, data.train_y, policy=batch_policy, compile_augment=compile_augment, **common)
+        source = DeviceSource(data.train_x, data.train_y, policy=batch_policy, compile_augment=compile_augment,
+                              crop=crops[1], **common)
     else:
-        source = WorkerSource(data.train_x, data.train_y, policy=pil_policy, workers=workers, **common)
+        source = WorkerSource(data.train_x, data.train_y, policy=pil_policy, workers=workers, crop=crops[0], **common)
     train = TrainLoader(source, normalize, list(extras), seed)
     # Per-epoch evaluation uses the held-out part of the training split when there is one.
     held_x, held_y = (data.val_x, data.val_y) if data.val_y is not None else (data.test_x, data.test_y)

@@ -162,7 +162,9 @@ def save_augmented_grid(loader, data, path, caption):
 
 
 def _augmentation_caption(args):
-    parts = [f"crop pad {args.crop_padding}" if args.crop_padding else "no crop", "flip" if args.hflip else "no flip"]
+    crop = (f"timm random-resized crop, scale {args.rrc_scale[0]:g}-{args.rrc_scale[1]:g}" if args.crop == "timm_rrc"
+            else f"crop pad {args.crop_padding}" if args.crop_padding else "no crop")
+    parts = [crop, "flip" if args.hflip else "no flip"]
     if args.policy != "none":
         parts.append(args.policy + (f" ({args.aa_policy}, {args.aa_ops} ops)" if args.policy == "autoaugment" else ""))
     parts += [name for name in ("rcpaste", "mixup", "cutmix") if getattr(args, name)]

@@ -15,7 +15,9 @@ register(Recipe(
         policy="timm_randaugment", ra_n=2, ra_m=9, ra_mstd=0.5, ra_prob=0.5, ra_inc=1,
         mixup=True, mixup_alpha=0.8, cutmix=True, cutmix_beta=1.0, mix_prob=1.0, mix_choice="random",
         mixup_off_epoch=175,  # the CIFAR-10 config stops mixing from epoch 175; CIFAR-100's never does
-        random_erasing=0.0, drop_path=0.1, dropout=0.0, attn_dropout=0.1, crop_padding=4,
+        random_erasing=0.0, drop_path=0.1, dropout=0.0, attn_dropout=0.1,
+        # timm's train crop: RandomResizedCropAndInterpolation(32, scale 0.8-1, ratio 3/4-4/3, random filter)
+        crop="timm_rrc", rrc_scale=[0.8, 1.0], rrc_ratio=[3 / 4, 4 / 3], rrc_interpolation="random",
     ),
     per_dataset={"c100": {"lr": 6e-4, "warmup_lr": 1e-6, "mixup_off_epoch": 0, "random_erasing": 0.25}},
     published={
@@ -26,9 +28,6 @@ register(Recipe(
     },
     source=("SHI-Labs/Compact-Transformers: configs/pretrained/cct_7-3x1_cifar{10,100}_300epochs.yml "
             "(timm train.py), README results table, model defaults in src/cct.py"),
-    missing=(
-        "random-resized crop scale (0.8, 1.0), ratio (3/4, 4/3), random interpolation (timm's train crop)",
-    ),
     differences=(
         "Schedule: --scheduler timm_cosine is timm's CosineLRScheduler as its train.py steps it, per epoch: "
         "linear warm-up from warmup_lr (1e-5 on CIFAR-10, 1e-6 on CIFAR-100) over 10 epochs, the cosine "
@@ -39,8 +38,10 @@ register(Recipe(
         "the device path. Where timm asks for 0 posterize bits (PosterizeIncreasing at magnitude 10, "
         "which ~2% of draws clip to) both paths give a black image, as Pillow without a bits check did "
         "(Pillow 13 raises ValueError there, which would stop timm's own run). It runs after the crop "
-        "and flip, as in timm, but timm crops with RandomResizedCrop(scale 0.8-1, random interpolation) "
-        "where here it is a pad-4 random crop. Mixup 0.8 / CutMix 1.0 with switch prob 0.5 and prob 1 "
+        "and flip, as in timm. The crop is timm's RandomResizedCropAndInterpolation (scale 0.8-1, ratio "
+        "3/4-4/3, bilinear or bicubic per image) back to 32x32: --crop timm_rrc, timm's own transform on the "
+        "workers path, on the device a batched copy that draws the same distribution and resizes as Pillow "
+        "does, pixel for pixel (timm_crop.py). Mixup 0.8 / CutMix 1.0 with switch prob 0.5 and prob 1 "
         "is --mix-choice random --mix-prob 1; on CIFAR-10 mixing stops from epoch 175 (--mixup-off-epoch "
         "175, timm's mixup_off_epoch). Weight decay: timm exempts 1-D parameters; --wd-exclude-norm-bias also exempts "
         "the position embedding, which timm decays. Stochastic depth 0.1 is --drop-path 0.1 and CCT's "

@@ -35,7 +35,8 @@ def test_the_counter_sees_what_makes_a_host_wait():
                                    ["--randaugment"], ["--trivialaugment"],
                                    ["--autoaugment", "--mixup", "--cutmix", "--rcpaste", "--cutout", "8",
                                     "--random-erasing", "0.25", "--ema-decay", "0.99", "--grad-clip", "1"],
-                                   ["--mixup", "--cutmix", "--mix-choice", "random"]],
+                                   ["--mixup", "--cutmix", "--mix-choice", "random"],
+                                   ["--crop", "timm_rrc", "--policy", "timm_randaugment"]],
                          ids=lambda f: "-".join(a.strip("-") for a in f) or "none")
 def test_no_syncs_and_no_blocking_copies_per_step(flags):
     r = audit("--batch-size", "8", *flags)
@@ -47,9 +48,11 @@ def test_no_syncs_and_no_blocking_copies_per_step(flags):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", ["--autoaugment", "--randaugment", "--trivialaugment"])
+@pytest.mark.parametrize("policy", [["--autoaugment"], ["--randaugment"], ["--trivialaugment"],
+                                    ["--crop", "timm_rrc", "--policy", "timm_randaugment"]],
+                         ids=lambda f: "-".join(a.strip("-") for a in f))
 def test_augmentation_op_count_does_not_grow_with_the_batch(policy):
-    small, large = audit("--batch-size", "8", policy), audit("--batch-size", "256", policy)
+    small, large = audit("--batch-size", "8", *policy), audit("--batch-size", "256", *policy)
     assert small["aug_ops_per_batch"] == large["aug_ops_per_batch"]
     assert small["ops_per_step"] == large["ops_per_step"]
 

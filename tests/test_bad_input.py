@@ -203,6 +203,9 @@ CASES = [
     ("cooldown-the-whole-run", ["--scheduler", "timm_cosine", "--cooldown-epochs", "1"], "--cooldown-epochs", None),
     ("warmup-lr-above-lr", ["--scheduler", "timm_cosine", "--warmup-lr", "1"], "--warmup-lr", None),
     ("attn-dropout-on-a-vit", ["--attn-dropout", "0.1"], "--attn-dropout is not an option of vit", None),
+    ("rrc-scale-zero", ["--crop", "timm_rrc", "--rrc-scale", "0", "1"], "--rrc-scale", None),
+    ("rrc-ratio-reversed", ["--crop", "timm_rrc", "--rrc-ratio", "2", "1"], "--rrc-ratio", None),
+    ("rrc-scale-without-timm-rrc", ["--rrc-scale", "0.5", "1"], "are for --crop timm_rrc", None),
 ]
 
 IDS = [c[0] for c in CASES]

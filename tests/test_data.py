@@ -29,6 +29,7 @@ def loaders_for(args, data):
     from augment import build_extras, build_policy
     policies = build_policy(args.policy, dataset_policy=args.aa_policy, ops=args.aa_ops, ra_n=args.ra_n, ra_m=args.ra_m)
     return build_loaders(data, torch.device("cpu"), input_path=args.input_path, batch_size=args.batch_size,
+                         crops=build.make_crops(args, data),
                          eval_batch_size=args.eval_batch_size, input_size=args.input_size,
                          crop_padding=args.crop_padding, hflip=args.hflip, seed=args.seed, policies=policies,
                          extras=build_extras(rcpaste=args.rcpaste, cutout=args.cutout,
@@ -146,7 +147,8 @@ def test_train_subset_is_seeded(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", [[], ["--autoaugment"], ["--randaugment"], ["--trivialaugment"]])
+@pytest.mark.parametrize("policy", [[], ["--autoaugment"], ["--randaugment"], ["--trivialaugment"],
+                                    ["--crop", "timm_rrc", "--rrc-scale", "0.3", "1"]])
 def test_both_input_paths_agree_in_distribution(tmp_path, policy):
     """Same augmentations on both paths: batch statistics over an epoch agree closely."""
     root = make_image_folder(str(tmp_path), n_train=64, n_test=4)

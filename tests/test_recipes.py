@@ -74,6 +74,9 @@ def test_flag_values_have_the_parser_types(actions):
                     assert action.default is None, what
                 elif action.nargs in ("+", "*"):
                     assert isinstance(value, list) and all(type(v) is action.type for v in value), what
+                elif isinstance(action.nargs, int):
+                    assert isinstance(value, list) and len(value) == action.nargs, what
+                    assert all(type(v) is action.type for v in value), what
                 elif action.type in (int, float):
                     assert type(value) is action.type, what
                 else:
@@ -205,6 +208,7 @@ def test_cct_7_3x1_timm_300_epochs():
                   ra_prob=0.5, ra_inc=1, mixup=True, mixup_alpha=0.8,
                   cutmix=True, cutmix_beta=1.0, mix_prob=1.0, mix_choice="random", drop_path=0.1, dropout=0.0,
                   attn_dropout=0.1)
+    common.update(crop="timm_rrc", rrc_scale=[0.8, 1.0], rrc_ratio=[3 / 4, 4 / 3], rrc_interpolation="random")
     check(recipes.resolve("cct_7_3x1", "c10"), **common, lr=5.5e-4, warmup_lr=1e-5, mixup_off_epoch=175,
           random_erasing=0.0)
     check(recipes.resolve("cct_7_3x1", "c100"), **common, lr=6e-4, warmup_lr=1e-6, mixup_off_epoch=0,
@@ -212,10 +216,7 @@ def test_cct_7_3x1_timm_300_epochs():
     recipe = recipes.RECIPES.get("cct_7_3x1")
     assert {d: (f["accuracy"], f["epochs"]) for d, f in recipe.published.items()} == {
         "c10": (96.53, 300), "c100": (80.92, 300)}
-    # Reproduced now, so no longer listed as missing; the random-resized crop still is.
-    assert not any(m.startswith(("ra_mstd", "ra_op_prob", "attn_dropout", "mixup_off_epoch", "cooldown_epochs",
-                                 "warmup_lr")) for m in recipe.missing)
-    assert any(m.startswith("random-resized crop") for m in recipe.missing)
+    assert recipe.missing == ()  # every knob of the config has a flag now
 
 
 def test_cct_7_3x1_autoaugment_200_epochs():
