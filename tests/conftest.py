@@ -16,6 +16,14 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# Under pytest-xdist (`pytest -n 2`: README's commands) each worker is a process of its own: one
+# thread each, and so for the processes it starts, or two workers' OpenMP pools fight over the
+# machine's two cores and both run slower than one would alone.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
+
 
 def make_image_folder(root, n_train=40, n_test=12, classes=4, size=32, mode="RGB", seed=0, splits=("train", "test")):
     rng = np.random.default_rng(seed)

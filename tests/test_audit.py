@@ -74,6 +74,7 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     out = tmp_path / "check"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_check.py"), "--tiny", "--device", "cpu",
                            "--out", str(out), "--batches", "8,16", "--compile-modes", "", "--pipeline-compile", "off", "--workers", "0",
+                           "--policies", "trivialaugment",  # each policy's compile is tested on its own
                            "--steps", "2", "--data-dir", data, "--epochs", "2"],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -82,8 +83,7 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
                 "pipeline_autoaugment", "workers_0", "run_epochs"):
         assert key in r and "error" not in r[key], (key, r.get(key))
     assert r["step_b8_compile_off"]["train_images_per_second"] > 0
-    assert set(r["augmentation_alone_b16"]) == {f"{p}_{m}" for p in ("autoaugment", "randaugment", "trivialaugment")
-                                                 for m in ("eager", "compiled")}
+    assert set(r["augmentation_alone_b16"]) == {"trivialaugment_eager", "trivialaugment_compiled"}
     assert r["run_epochs"]["exit_code"] == 0 and len(r["run_epochs"]["epoch_seconds"]) == 2
     assert "finished" in r
 

@@ -156,11 +156,12 @@ def test_graphs_need_a_cuda_device():
 @pytest.mark.slow
 def test_compile_step_through_main_matches_eager(tmp_path):
     """--compile step (the whole step under torch.compile) against --compile off, three epochs
-    with AutoAugment, label smoothing, mixing and EMA: the same log and weights up to float
-    rounding, the same learning rates exactly."""
+    with label smoothing, mixing and EMA: the same log and weights up to float rounding, the same
+    learning rates exactly. (No policy: a compiled policy's equality with eager is
+    test_autoaugment_meta_and_input's, and compiling one here would double this test's time.)"""
     data = make_image_folder(str(tmp_path / "data"), n_train=8, n_test=4)
     common = ["--dataset", "folder", "--data-dir", data, "--max-epochs", 3, *TINY, "--warmup-epoch", 1,
-              "--input-path", "device", "--autoaugment", "--label-smoothing", "--mixup", "--ema-decay", "0.9"]
+              "--input-path", "device", "--label-smoothing", "--mixup", "--ema-decay", "0.9"]
     for mode in ("off", "step"):
         cli.main(cli.get_args_parser().parse_args([str(a) for a in
                                                    [*common, "--output-dir", tmp_path / mode, "--compile", mode]]))

@@ -288,3 +288,15 @@ def test_bad_settings_raise_user_error(kw):
     for cls in (tc.TimmRandomResizedCrop, tc.BatchTimmRandomResizedCrop):
         with pytest.raises(UserError):
             cls(**kw)
+
+
+@pytest.mark.slow
+def test_compiled_apply_equals_eager():
+    # Under --compile the device path compiles crop + flip + policy with fullgraph: the crop must
+    # trace without a break and give the same pixels as eager.
+    policy = tc.BatchTimmRandomResizedCrop(32, scale=(0.8, 1.0))
+    x = random_images(16, 3, 32, 32, seed=21)
+    compiled = torch.compile(lambda images, params: policy.apply(images, params), fullgraph=True, dynamic=False)
+    for seed in (22, 23):
+        p = policy.draw(16, 32, 32, generator=gen(seed))
+        assert torch.equal(compiled(x, p), policy.apply(x, p))

@@ -42,6 +42,8 @@ def get_args_parser():
     p.add_argument("--compile-modes", default="on,step,graphs,reduce-overhead")
     p.add_argument("--pipeline-compile", default="on,graphs",
                    help="the --compile modes of the input-path rows (c); the first one also serves the workers rows")
+    p.add_argument("--policies", default="autoaugment,randaugment,trivialaugment",
+                   help="the policies item b times alone, eager and compiled")
     p.add_argument("--workers", default="8,16")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 as an ImageFolder tree (train/, test/) for item f")
@@ -78,7 +80,7 @@ def augmentation_alone(args, batch):
     device = torch.device(args.device)
     x = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
     out = {}
-    for name in ("autoaugment", "randaugment", "trivialaugment"):
+    for name in [p for p in args.policies.split(",") if p]:
         _, policy = build_policy(name)
         policy = policy.to(device)
         # Eager, and compiled as the device path runs it under --compile (fullgraph, static shapes).
