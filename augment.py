@@ -5,7 +5,8 @@ The input pipeline has three stages (loaders.py wires them together):
      (AutoAugment / RandAugment / TrivialAugment / timm's RandAugment). Either on the device
      (batched, below, in autoaugment.py and timm_augment.py) or in DataLoader workers with PIL
      transforms.
-  2. float per-image extras on the normalised batch: RandomCropPaste, Cutout, random erasing.
+  2. float per-image extras on the normalised batch: RandomCropPaste, Cutout, random erasing
+     (extras.py).
   3. batch mixing in the training step: MixUp / CutMix.
 
 By default every op computes what omihub777/ViT-CIFAR computed; where this differs from the
@@ -22,8 +23,6 @@ are masks made from `arange` comparisons; per-batch decisions are `torch.where` 
 Mixers return `(x, y_a, y_b, lam)` with `y_b` always a tensor and `lam` a 0-dim float tensor
 (1 when the batch was left unmixed), so the training step has one shape of code.
 """
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -74,111 +73,6 @@ def random_hflip(x, generator=None, p=0.5):
     """torchvision's RandomHorizontalFlip(p), drawn per image."""
     flip = torch.rand(x.shape[0], device=x.device, generator=generator) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-
-# ---------------------------------------------------------------- stage 2: float, per image
-
-class RandomCropPaste:
-    """ViT-CIFAR's `--rcpaste`, per image: a box is cut from the image, flipped with probability
-    `flip_p`, the whole image is then flipped with probability `image_flip_p`, and the box is
-    blended into a random place of it as region * a + box * (1 - a), a ~ U(0, 1).
-
-    The box is CutMix's: lam ~ Beta(alpha, alpha), side int(S * sqrt(1 - lam)), centred on a
-    uniform pixel and clipped at the border (so often smaller than that side, and empty when the
-    side is 0 or 1). The paste corner is numpy's randint(0, S - side), exclusive, so a pasted box
-    never touches the last row or column unless it spans the image. The blend weight does not
-    depend on lam: lam only sets the box's size.
-
-    `draw` returns the raw per-image draws, `geometry` the boxes they give, `apply` the result;
-    `__call__` is `apply(x, draw(x))`.
-    """
-
-    def __init__(self, alpha=1.0, flip_p=0.5, image_flip_p=0.5):
-        self.alpha, self.flip_p, self.image_flip_p = alpha, flip_p, image_flip_p
-
-    def draw(self, x, generator=None):
-        b, dev = x.shape[0], x.device
-        lam = _beta(self.alpha, (b,), dev, generator)
-        u = torch.rand(7, b, device=dev, generator=generator)
-        return {"lam": lam, "u_cx": u[0], "u_cy": u[1], "u_px": u[2], "u_py": u[3],
-                "flip_front": u[4] < self.flip_p, "flip_image": u[5] < self.image_flip_p, "weight": u[6]}
-
-    @staticmethod
-    def geometry(params, h, w):
-        """Per-image source box (x1, y1, bw, bh) and paste corner (px, py), as long tensors."""
-        cut_rat = torch.sqrt(1.0 - params["lam"])
-        out = {}
-        for axis, size, u_c, u_p in (("x", w, "u_cx", "u_px"), ("y", h, "u_cy", "u_py")):
-            half = (size * cut_rat).long() // 2
-            centre = _below(params[u_c], size)
-            lo, hi = (centre - half).clamp(0, size), (centre + half).clamp(0, size)
-            extent = hi - lo
-            # randint(0, size - extent) needs a positive bound; a box spanning the image sits at 0.
-            out[axis + "1"], out["b" + ("w" if axis == "x" else "h")] = lo, extent
-            out["p" + axis] = _below(params[u_p], (size - extent).clamp(min=1))
-        return out
-
-    def apply(self, x, params):
-        b, c, h, w = x.shape
-        g = self.geometry(params, h, w)
-        dev = x.device
-        base = torch.where(params["flip_image"][:, None, None, None], x.flip(-1), x)
-        dy = torch.arange(h, device=dev)[None, :, None] - g["py"][:, None, None]  # B,H,1
-        dx = torch.arange(w, device=dev)[None, None, :] - g["px"][:, None, None]  # B,1,W
-        bh, bw = g["bh"][:, None, None], g["bw"][:, None, None]
-        inside = (dy >= 0) & (dy < bh) & (dx >= 0) & (dx < bw)  # B,H,W
-        dx = torch.where(params["flip_front"][:, None, None], bw - 1 - dx, dx)
-        # The box is cut from the image before the whole-image flip, as in the original.
-        src_y = (g["y1"][:, None, None] + dy).clamp(0, h - 1)
-        src_x = (g["x1"][:, None, None] + dx).clamp(0, w - 1)
-        src = (src_y * w + src_x).flatten(1)  # B, H*W
-        front = x.flatten(2).gather(2, src[:, None, :].expand(-1, c, -1)).view_as(x)
-        a = params["weight"].to(x.dtype)[:, None, None, None]
-        return torch.where(inside[:, None], base * a + front * (1 - a), base)
-
-    def __call__(self, x, generator=None):
-        return self.apply(x, self.draw(x, generator))
-
-
-class Cutout:
-    """Cutout (DeVries & Taylor 2017): a `size` x `size` square, centred uniformly and clipped at
-    the border, set to 0 (the dataset mean after normalisation) in each image."""
-
-    def __init__(self, size=16):
-        self.size = size
-
-    def __call__(self, x, generator=None):
-        b, _, h, w = x.shape
-        u = torch.rand(2, b, device=x.device, generator=generator)
-        cy, cx = _below(u[0], h), _below(u[1], w)
-        top, left = (cy - self.size // 2).clamp(min=0), (cx - self.size // 2).clamp(min=0)
-        bottom = (cy + self.size - self.size // 2).clamp(max=h)
-        right = (cx + self.size - self.size // 2).clamp(max=w)
-        mask = _box_mask(h, w, top, left, bottom - top, right - left)
-        return x.masked_fill(mask[:, None], 0.0)
-
-
-class RandomErasing:
-    """Random erasing (Zhong et al. 2020) with torchvision's defaults: with probability p, a box
-    of area scale (0.02, 0.33) and aspect ratio (0.3, 3.3) filled with N(0, 1) noise. One draw
-    per image, clamped to the image (torchvision retries up to 10 times instead: a retry loop
-    would need the host to see the draws)."""
-
-    def __init__(self, p=0.25, scale=(0.02, 0.33), ratio=(0.3, 3.3)):
-        self.p, self.scale, self.ratio = p, scale, ratio
-
-    def __call__(self, x, generator=None):
-        b, c, h, w = x.shape
-        u = torch.rand(5, b, device=x.device, generator=generator)
-        area = (u[0] * (self.scale[1] - self.scale[0]) + self.scale[0]) * (h * w)
-        lo, hi = math.log(self.ratio[0]), math.log(self.ratio[1])
-        ratio = torch.exp(u[1] * (hi - lo) + lo)
-        box_h = torch.sqrt(area * ratio).round().long().clamp(1, h)
-        box_w = torch.sqrt(area / ratio).round().long().clamp(1, w)
-        top, left = _below(u[2], h - box_h + 1), _below(u[3], w - box_w + 1)
-        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        mask = _box_mask(h, w, top, left, box_h, box_w) & (u[4] < self.p)[:, None, None]
-        return torch.where(mask[:, None], noise, x)
 
 
 # ---------------------------------------------------------------- stage 3: batch mixing
@@ -296,19 +190,6 @@ def count_ops(fn, batch_size, shape=(3, 32, 32), device="meta", dtype=torch.floa
 
 
 # ---------------------------------------------------------------- build from settings
-
-def build_extras(*, rcpaste=False, cutout=0, random_erasing=0.0):
-    """The float-stage extras that are on, in the order they are applied: RandomCropPaste,
-    Cutout(cutout) when cutout > 0, RandomErasing(p=random_erasing) when > 0."""
-    extras = []
-    if rcpaste:
-        extras.append(RandomCropPaste())
-    if cutout > 0:
-        extras.append(Cutout(cutout))
-    if random_erasing > 0:
-        extras.append(RandomErasing(random_erasing))
-    return extras
-
 
 MIX_CHOICES = ("original", "random")
 

@@ -14,10 +14,11 @@ import torch
 import torch.distributed as dist
 
 import vit
-from augment import POLICIES, build_extras, build_mixer, build_policy
+from augment import POLICIES, build_mixer, build_policy
 from criterions import CRITERIONS
 from data import DATASETS, load_dataset
 from engine import EMA
+from extras import build_extras
 from fused_step import MODES as FUSED_MODES
 from fused_step import FusedStep
 from flags import experiment_name, get_args_parser
@@ -106,6 +107,8 @@ def resolve_args(args):
     check(args.scheduler == "timm_cosine" or (args.warmup_lr == 0 and args.cooldown_epochs == 0),
           "--warmup-lr and --cooldown-epochs are for --scheduler timm_cosine")
     check(args.eval_every >= 1, f"--eval-every must be positive, got {args.eval_every}")
+    check(args.erasing_style == "torchvision" or args.random_erasing > 0,
+          f"--erasing-style {args.erasing_style} needs --random-erasing P (the probability an image is erased)")
     (s_lo, s_hi), (r_lo, r_hi) = args.rrc_scale, args.rrc_ratio
     check(0 < s_lo <= s_hi <= 1, f"--rrc-scale must satisfy 0 < MIN <= MAX <= 1, got {s_lo} {s_hi}")
     check(0 < r_lo <= r_hi < math.inf, f"--rrc-ratio must satisfy 0 < MIN <= MAX (finite), got {r_lo} {r_hi}")
@@ -311,8 +314,9 @@ def build_training(args, data, model, device, rank=0, world_size=1):
     train_loader, test_loader = build_loaders(
         data, device, input_path=args.input_path, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         input_size=args.input_size, crop_padding=args.crop_padding, hflip=args.hflip, seed=args.seed,
-        crops=make_crops(args, data), policies=policies, extras=build_extras(rcpaste=args.rcpaste, cutout=args.cutout,
-                                               random_erasing=args.random_erasing),
+        crops=make_crops(args, data), policies=policies, extras=build_extras(
+            rcpaste=args.rcpaste, cutout=args.cutout, random_erasing=args.random_erasing,
+            erasing_style=args.erasing_style, mean=data.mean),
         workers=args.workers, rank=rank, world_size=world_size, repeats=args.repeated_aug,
         compile_augment=compiles(args, device) and device.type != "meta")
     steps_per_epoch = min(2, len(train_loader)) if args.dry_run else len(train_loader)

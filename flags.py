@@ -169,6 +169,10 @@ def get_args_parser():
                    help="repeated augmentation: each drawn image appears N times in a row in the epoch (DeiT's RASampler)")
     g.add_argument("--cutout", type=int, default=0, help="Cutout square side (0: off)")
     g.add_argument("--random-erasing", type=float, default=0.0, help="random erasing probability (0: off)")
+    g.add_argument("--erasing-style", default="torchvision", choices=["torchvision", "zhong"],
+                   help="random erasing: torchvision's (area 0.02-0.33, log-uniform ratio 0.3-3.3, N(0, 1) noise) or "
+                        "zhong, Zhong et al.'s own code (area 0.02-0.4, uniform ratio 0.3-3.33, up to 100 tries, "
+                        "filled with the dataset mean; as SPT-LSA)")
 
     g = p.add_argument_group("run")
     g.add_argument("--recipe", default=None,

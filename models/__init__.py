@@ -200,14 +200,15 @@ def build_model(name, num_classes, image_size, in_chans, **options):
     return MODELS.get(name)(num_classes, image_size, in_chans, **options)
 
 
-def model_table(num_classes=10, image_size=32):
-    """Markdown rows: name, what it is, parameters, forward GFLOP per image (attention as matrix products)."""
+def model_table(num_classes=10, image_size=32, names=None):
+    """Markdown rows: name, what it is, parameters, forward GFLOP per image (attention as matrix
+    products), for `names` (default: every registered model)."""
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     rows = ["| name | what it is | parameters | GFLOP / image (forward) |", "| --- | --- | ---: | ---: |"]
-    for name in MODELS.names():
+    for name in MODELS.names() if names is None else names:
         model = build_model(name, num_classes, image_size, 3).eval()
         # Under no_grad the counter's module tracker trips over class-attention blocks (CaiT).
         with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:

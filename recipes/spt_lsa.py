@@ -12,7 +12,7 @@ register(Recipe(
         criterion="torch_ls", label_smoothing=True, smoothing=0.1,
         autoaugment=True, aa_ops="original", crop_padding=4,
         mixup=True, mixup_alpha=1.0, cutmix=True, cutmix_beta=1.0, mix_prob=0.5, mix_choice="random",
-        random_erasing=0.25, drop_path=0.1, dropout=0.0,
+        random_erasing=0.25, erasing_style="zhong", drop_path=0.1, dropout=0.0,
     ),
     per_dataset={"svhn": {"hflip": True}},  # the source flips SVHN too
     published={
@@ -24,7 +24,6 @@ register(Recipe(
     source=("aanna0701/SPT_LSA_ViT README.md (SL-ViT row; `python main.py --model vit --is_LSA --is_SPT`), "
             "main.py defaults, models/create_model.py; arXiv:2112.13492"),
     missing=(
-        "random erasing area up to 0.4, aspect from 0.3, filled with the dataset mean (source's re_sh/re_r1)",
         "warmup_lr=5e-7 (inferred: where the warm-up starts)",
     ),
     differences=(
@@ -37,7 +36,8 @@ register(Recipe(
         "signature from its utils/sampler.py (SPT_LSA_ViT stores both only as .pyc); here the warm-up starts "
         "at lr/steps. Label smoothing: its losses.py is not stored; its main.py derives from CCT's, whose loss is "
         "timm's form, hence --criterion torch_ls. Mixing: with prob 0.5 a batch gets CutMix or Mixup (0.5 each) "
-        "= --mix-prob 0.5 --mix-choice random. Random erasing 0.25 is torchvision's area (0.02, 0.33) and "
-        "N(0, 1) fill here. The source flips, crops, then applies AutoAugment (CIFAR10Policy; SVHNPolicy on "
+        "= --mix-prob 0.5 --mix-choice random. Random erasing 0.25 is the source's utils/random_erasing.py "
+        "(Zhong et al.'s code: area 0.02-0.4, uniform aspect 0.3-3.33, up to 100 tries, the dataset mean as "
+        "the fill after Normalize): --erasing-style zhong, stored in SPM_LMSA_ViT by the same authors. The source flips, crops, then applies AutoAugment (CIFAR10Policy; SVHNPolicy on "
         "SVHN) and flips SVHN too. Figures are the source's, not measured here."),
 ))

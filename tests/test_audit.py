@@ -36,7 +36,8 @@ def test_the_counter_sees_what_makes_a_host_wait():
                                    ["--autoaugment", "--mixup", "--cutmix", "--rcpaste", "--cutout", "8",
                                     "--random-erasing", "0.25", "--ema-decay", "0.99", "--grad-clip", "1"],
                                    ["--mixup", "--cutmix", "--mix-choice", "random"],
-                                   ["--crop", "timm_rrc", "--policy", "timm_randaugment"]],
+                                   ["--crop", "timm_rrc", "--policy", "timm_randaugment"],
+                                   ["--random-erasing", "0.25", "--erasing-style", "zhong"]],
                          ids=lambda f: "-".join(a.strip("-") for a in f) or "none")
 def test_no_syncs_and_no_blocking_copies_per_step(flags):
     r = audit("--batch-size", "8", *flags)

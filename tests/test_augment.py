@@ -4,6 +4,7 @@ from its description, as plain loops) and its statistics. The mixers are in test
 the builders and the op-count audit (a fixed number of ops per call, no host syncs, no
 host-to-device copies) in test_augment_builders_and_audit.py.
 """
+import collections
 import math
 
 import numpy as np
@@ -11,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from augment import Cutout, RandomCropPaste, RandomErasing, random_crop, random_hflip
+from augment import random_crop, random_hflip
 from conftest import gen
+from extras import Cutout, RandomCropPaste, RandomErasing
 
 
 # ---------------------------------------------------------------- references of the original
@@ -163,3 +165,46 @@ def test_random_crop_paste_blends_inside_one_box():
         outside = changed[i].clone()
         outside[py:py + bh, px:px + bw] = False
         assert not outside.any()
+
+
+# ---------------------------------------------------------------- Zhong et al.'s random erasing
+
+def zhong_reference_box(rng, h, w, sl=0.02, sh=0.4, r1=0.3, attempts=100):
+    """Zhong et al.'s RandomErasing (p = 1) for an (h, w) image, written from its description:
+    the (box_h, box_w) it erases, or None when none of its attempts fits."""
+    for _ in range(attempts):
+        area = rng.uniform(sl, sh) * h * w
+        aspect = rng.uniform(r1, 1 / r1)
+        bh, bw = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if bw < w and bh < h:
+            return bh, bw
+    return None
+
+
+def test_zhong_erasing_box_sizes_match_the_reference_and_fill_with_the_mean():
+    import random
+
+    from autoaugment_helpers import within
+    from extras import ZhongErasing
+    n, h, w = 20000, 8, 8  # small images: whole attempts fail often, boxes hit the edges
+    erase = ZhongErasing(p=1.0, value=(0.5, -1.25, 2.0))
+    out = erase(torch.zeros(n, 3, h, w), gen(3))
+    mask = out[:, 0] != 0
+    assert torch.equal(mask, out[:, 1] != 0) and (out[:, 0][mask] == 0.5).all()
+    assert (out[:, 1][mask] == -1.25).all() and (out[:, 2][mask] == 2.0).all()  # the given value, per channel
+    rows, cols = mask.any(2), mask.any(1)
+    box_h, box_w = rows.sum(1), cols.sum(1)
+    assert torch.equal(mask.sum((1, 2)), box_h * box_w)  # one solid rectangle per image
+    got = collections.Counter(zip(box_h.tolist(), box_w.tolist()))
+    rng = random.Random(4)
+    want = collections.Counter(zhong_reference_box(rng, h, w) or (0, 0) for _ in range(n))
+    assert got.keys() <= want.keys() | {(0, 0)}
+    for size in want.keys() | got.keys():
+        p = want[size] / n
+        assert abs(got[size] - want[size]) <= 4 * math.sqrt(2 * n * p * (1 - p)) + 3, (size, got[size], want[size])
+    # Offsets: every position of a box fits, both ends included.
+    tops = rows.float().argmax(1)[box_h == 3]
+    assert set(tops.tolist()) == set(range(0, h - 3 + 1))
+    # p: the share of images erased.
+    some = ZhongErasing(p=0.25)(torch.zeros(4000, 3, 32, 32), gen(5))
+    assert within(int((some != 0).flatten(1).any(1).sum()), 4000, 0.25)

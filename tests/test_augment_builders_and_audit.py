@@ -1,4 +1,4 @@
-"""augment.py's builders (the extras, the mixers, the policies) and the op-count audit: a fixed
+"""augment.py's and extras.py's builders (the extras, the mixers, the policies) and the op-count audit: a fixed
 number of ops per call, no host syncs, no host-to-device copies; and a whole augmentation step
 compiles as one graph (marked slow).
 """
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import augment
-from augment import (BatchMixer, CutMix, Cutout, MixUp, RandomCropPaste, RandomErasing, build_extras,
-                     build_mixer, count_ops, random_crop, random_hflip)
+from augment import BatchMixer, CutMix, MixUp, build_mixer, count_ops, random_crop, random_hflip
+from extras import Cutout, RandomCropPaste, RandomErasing, ZhongErasing, build_extras
 from conftest import gen
 from utils import UserError
 
@@ -18,6 +18,10 @@ def test_build_extras():
     assert build_extras() == []
     extras = build_extras(rcpaste=True, cutout=8, random_erasing=0.25)
     assert [type(e) for e in extras] == [RandomCropPaste, Cutout, RandomErasing]
+    zhong = build_extras(random_erasing=0.25, erasing_style="zhong", mean=(0.5, 0.25, 0.125))
+    assert [type(e) for e in zhong] == [ZhongErasing] and zhong[0].value == (0.5, 0.25, 0.125)
+    with pytest.raises(UserError, match="erasing style"):
+        build_extras(random_erasing=0.25, erasing_style="nope")
     assert extras[1].size == 8 and extras[2].p == 0.25
 
 

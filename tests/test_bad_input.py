@@ -206,6 +206,7 @@ CASES = [
     ("rrc-scale-zero", ["--crop", "timm_rrc", "--rrc-scale", "0", "1"], "--rrc-scale", None),
     ("rrc-ratio-reversed", ["--crop", "timm_rrc", "--rrc-ratio", "2", "1"], "--rrc-ratio", None),
     ("rrc-scale-without-timm-rrc", ["--rrc-scale", "0.5", "1"], "are for --crop timm_rrc", None),
+    ("erasing-style-without-erasing", ["--erasing-style", "zhong"], "needs --random-erasing", None),
 ]
 
 IDS = [c[0] for c in CASES]

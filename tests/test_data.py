@@ -26,7 +26,8 @@ def args_for(*argv):
 
 def loaders_for(args, data):
     """(train, eval) loaders built from the flags as main.build_training builds them."""
-    from augment import build_extras, build_policy
+    from augment import build_policy
+    from extras import build_extras
     policies = build_policy(args.policy, dataset_policy=args.aa_policy, ops=args.aa_ops, ra_n=args.ra_n, ra_m=args.ra_m)
     return build_loaders(data, torch.device("cpu"), input_path=args.input_path, batch_size=args.batch_size,
                          crops=build.make_crops(args, data),

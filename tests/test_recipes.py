@@ -250,7 +250,7 @@ def test_vit_spt_lsa():
                   scheduler="cosine", lr_per_step=True, warmup_epoch=30, max_epochs=300, batch_size=128,
                   repeated_aug=1, criterion="torch_ls", label_smoothing=True, smoothing=0.1, autoaugment=True,
                   mixup=True, mixup_alpha=1.0, cutmix=True, cutmix_beta=1.0, mix_prob=0.5, mix_choice="random",
-                  random_erasing=0.25, drop_path=0.1, crop_padding=4)
+                  random_erasing=0.25, erasing_style="zhong", drop_path=0.1, crop_padding=4)
     check(recipes.resolve("vit_spt_lsa", "c10"), **common)
     check(recipes.resolve("vit_spt_lsa", "c100"), **common)
     check(recipes.resolve("vit_spt_lsa", "svhn"), **common, hflip=True)
