@@ -272,11 +272,20 @@ def _timm_randaugment(*, ra_n=2, ra_m=9, ra_mstd=0.5, ra_prob=0.5, ra_inc=True, 
         raise UserError(f"timm_randaugment: {e}") from None
 
 
+@POLICIES.register("k47_randaugment")
+def _k47_randaugment(*, ra_n=2, ra_m=14, **_):
+    # kentaroy47/vision-transformers-cifar10's own RandAugment (its randomaug.py); it runs before
+    # the crop and flip, as in the source (the loaders read `before_crop`).
+    import k47_augment
+
+    return k47_augment.K47RandAugment(ra_n, ra_m), k47_augment.BatchK47RandAugment(ra_n, ra_m)
+
+
 def build_policy(name, *, dataset_policy="cifar10", ops="original", ra_n=2, ra_m=9, ra_mstd=0.5, ra_prob=0.5,
                  ra_inc=True, mean=None):
     """(PIL transform or None, batched transform or None) for the policy `name`, one of
     POLICIES.names(). autoaugment: dataset_policy ("cifar10" | "svhn"), ops ("original" | "torchvision");
-    randaugment: ra_n, ra_m (0-30 bins); timm_randaugment: ra_n, ra_m (timm's 0-10), ra_mstd (inf:
+    randaugment and k47_randaugment: ra_n, ra_m (0-30); timm_randaugment: ra_n, ra_m (timm's 0-10), ra_mstd (inf:
     uniform), ra_prob, ra_inc and mean (the dataset mean, for timm's img_mean fill; None: grey 128)."""
     if ops not in POLICY_OPS:
         raise UserError(f"unknown policy ops {ops!r}; choose from: {', '.join(POLICY_OPS)}")

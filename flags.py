@@ -122,10 +122,11 @@ def get_args_parser():
                         f"--autoaugment, --randaugment and --trivialaugment are its original spellings")
     g.add_argument("--autoaugment", action="store_true", help="AutoAugment (CIFAR10 policy; SVHN policy on svhn)")
     g.add_argument("--randaugment", action="store_true", help="RandAugment with --ra-n ops at --ra-m (torchvision's)")
-    g.add_argument("--ra-n", type=int, default=2, help="RandAugment and timm_randaugment: operations per image")
+    g.add_argument("--ra-n", type=int, default=2,
+                   help="RandAugment, timm_randaugment and k47_randaugment: operations per image")
     g.add_argument("--ra-m", type=int, default=9,
-                   help="RandAugment: magnitude bin, 0-30 (torchvision's); --policy timm_randaugment: timm's "
-                        "magnitude, 0-10 (rand-m9 is 9)")
+                   help="RandAugment: magnitude bin, 0-30 (torchvision's); --policy k47_randaugment: "
+                        "kentaroy47's m, 0-30; --policy timm_randaugment: timm's magnitude, 0-10 (rand-m9 is 9)")
     g.add_argument("--ra-mstd", type=float, default=0.5,
                    help="timm_randaugment: std of the magnitude drawn per op, N(--ra-m, std) clipped to [0, 10] "
                         "(timm's mstd; 0: fixed; inf or above 100: uniform on [0, --ra-m]; default 0.5, as "
@@ -215,7 +216,8 @@ def get_args_parser():
 
 def experiment_name(args):
     name = f"{args.model_name}_{args.dataset}"
-    policy = {"autoaugment": "_aa", "randaugment": "_ra", "trivialaugment": "_ta", "timm_randaugment": "_tra"}
+    policy = {"autoaugment": "_aa", "randaugment": "_ra", "trivialaugment": "_ta", "timm_randaugment": "_tra",
+              "k47_randaugment": "_k47ra"}
     name += policy.get(getattr(args, "policy", None) or "", "")
     for flag, suffix in [("label_smoothing", "ls"), ("rcpaste", "rc"), ("cutmix", "cm"), ("mixup", "mu"),
                          ("off_cls_token", "gap")]:

@@ -92,11 +92,15 @@ class DeviceSource:
             yield self._augmented(self.x[idx]), self.y[idx]
 
     def augment(self, x):
-        """Crop, flip and policy of one uint8 batch: the same ops whatever was drawn."""
+        """Crop, flip and policy of one uint8 batch (the policy first where its source ran it
+        before the crop): the same ops whatever was drawn."""
+        first = getattr(self.policy, "before_crop", False)
+        if first:
+            x = self.policy(x)
         x = random_crop(x, self.crop_padding) if self.crop is None else self.crop(x)
         if self.hflip:
             x = random_hflip(x)
-        if self.policy is not None:
+        if self.policy is not None and not first:
             x = self.policy(x)
         return x
 
@@ -165,7 +169,10 @@ class WorkerSource:
         else:
             tf = [T.RandomCrop(size, padding=crop_padding)] if crop_padding > 0 else []
         tf += [T.RandomHorizontalFlip()] if hflip else []
-        tf += [policy] if policy is not None else []
+        if getattr(policy, "before_crop", False):  # where its source ran it (k47_randaugment)
+            tf.insert(0, policy)
+        elif policy is not None:
+            tf.append(policy)
         tf += [T.PILToTensor()]
         self.dataset = _UInt8Dataset(x, y, T.Compose(tf))
         self.device, self.batch_size = device, batch_size

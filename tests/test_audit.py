@@ -37,7 +37,8 @@ def test_the_counter_sees_what_makes_a_host_wait():
                                     "--random-erasing", "0.25", "--ema-decay", "0.99", "--grad-clip", "1"],
                                    ["--mixup", "--cutmix", "--mix-choice", "random"],
                                    ["--crop", "timm_rrc", "--policy", "timm_randaugment"],
-                                   ["--random-erasing", "0.25", "--erasing-style", "zhong"]],
+                                   ["--random-erasing", "0.25", "--erasing-style", "zhong"],
+                                   ["--policy", "k47_randaugment", "--ra-m", "14"]],
                          ids=lambda f: "-".join(a.strip("-") for a in f) or "none")
 def test_no_syncs_and_no_blocking_copies_per_step(flags):
     r = audit("--batch-size", "8", *flags)
@@ -50,7 +51,8 @@ def test_no_syncs_and_no_blocking_copies_per_step(flags):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", [["--autoaugment"], ["--randaugment"], ["--trivialaugment"],
-                                    ["--crop", "timm_rrc", "--policy", "timm_randaugment"]],
+                                    ["--crop", "timm_rrc", "--policy", "timm_randaugment"],
+                                    ["--policy", "k47_randaugment"]],
                          ids=lambda f: "-".join(a.strip("-") for a in f))
 def test_augmentation_op_count_does_not_grow_with_the_batch(policy):
     small, large = audit("--batch-size", "8", *policy), audit("--batch-size", "256", *policy)

@@ -149,7 +149,8 @@ def test_train_subset_is_seeded(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", [[], ["--autoaugment"], ["--randaugment"], ["--trivialaugment"],
-                                    ["--crop", "timm_rrc", "--rrc-scale", "0.3", "1"]])
+                                    ["--crop", "timm_rrc", "--rrc-scale", "0.3", "1"],
+                                    ["--policy", "k47_randaugment", "--ra-m", "14"]])
 def test_both_input_paths_agree_in_distribution(tmp_path, policy):
     """Same augmentations on both paths: batch statistics over an epoch agree closely."""
     root = make_image_folder(str(tmp_path), n_train=64, n_test=4)
@@ -197,3 +198,29 @@ def test_image_size_resizes_on_both_paths(tmp_path):
         train.set_epoch(0)
         assert next(iter(train))[0].shape == (4, 3, 48, 48)
         assert next(iter(test))[0].shape == (8, 3, 48, 48)
+
+
+@pytest.mark.parametrize("before_crop", [False, True])
+def test_a_policy_marked_before_crop_runs_before_the_crop_on_both_paths(before_crop):
+    """k47_randaugment ran first in its source (before the pad-4 crop): a policy that whitens the
+    image then leaves the crop's black padding visible; run after the crop, it covers it."""
+    from PIL import Image
+
+    from loaders import DeviceSource, WorkerSource
+
+    class Whiten:  # both paths' forms in one object
+        def __init__(self):
+            self.before_crop = before_crop
+
+        def __call__(self, x):
+            if isinstance(x, Image.Image):
+                return Image.new(x.mode, x.size, (255,) * len(x.getbands()))
+            return torch.full_like(x, 255)
+
+    x, y = torch.full((16, 3, 8, 8), 128, dtype=torch.uint8), torch.arange(16)
+    common = dict(batch_size=16, crop_padding=4, hflip=False, policy=Whiten(), device=torch.device("cpu"))
+    for source in (DeviceSource(x, y, **common), WorkerSource(x, y, workers=0, **common)):
+        source.set_epoch(0, 0)
+        batch = next(iter(source))[0]
+        black = (batch == 0).flatten(1).any(1).float().mean()
+        assert (black > 0.5) if before_crop else (black == 0), (type(source).__name__, black)

@@ -24,7 +24,7 @@ def test_policy_flag_and_its_boolean_alias_are_the_same_run(name):
 def test_one_policy_only_and_unknown_names_are_one_line():
     with pytest.raises(UserError, match="choose one augmentation policy, not --policy randaugment and --autoaugment"):
         resolved("--policy", "randaugment", "--autoaugment")
-    with pytest.raises(UserError, match="unknown --policy 'auto'; choose from: autoaugment, none"):
+    with pytest.raises(UserError, match="unknown --policy 'auto'; choose from: autoaugment, k47_randaugment, none"):
         resolved("--policy", "auto")
     assert resolved("--policy", "autoaugment", "--autoaugment").policy == "autoaugment"  # the same one twice is fine
 

@@ -264,10 +264,12 @@ def test_vit_spt_lsa():
                                                     ("k47_vit_patch4_500ep", 500, 85.0),
                                                     ("k47_vit_patch4_1000ep", 1000, 89.0)])
 def test_k47_vit_patch4(name, epochs, accuracy):
-    # train_cifar10.py defaults: Adam 1e-4 (no weight decay), batch 512, RandAugment(2, 14), cosine.
+    # train_cifar10.py defaults: Adam 1e-4 (no weight decay), batch 512, its RandAugment(2, 14), cosine.
     check(recipes.resolve(name, "c10"), model_name="k47_vit", optimizer="adam", lr=1e-4, weight_decay=0.0,
           min_lr=0.0, warmup_epoch=0, lr_per_step=False, scheduler="cosine", batch_size=512, max_epochs=epochs,
-          randaugment=True, ra_n=2, ra_m=14, label_smoothing=False, criterion="ce", dropout=0.1)
+          policy="k47_randaugment", randaugment=False, ra_n=2, ra_m=14, label_smoothing=False, criterion="ce",
+          dropout=0.1)
+    assert recipes.RECIPES.get(name).missing == ()
     recipe = recipes.RECIPES.get(name)
     assert {d: (f["accuracy"], f["epochs"]) for d, f in recipe.published.items()} == {"c10": (accuracy, epochs)}
     # dropout 0.1 is the model's own default, so the recipe does not change the network.
