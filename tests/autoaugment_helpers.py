@@ -51,3 +51,26 @@ def tv_policies():
 
 def all_policies():
     return [BatchAutoAugment("cifar10"), BatchAutoAugment("svhn")] + tv_policies()
+
+
+def check_batch_policy_contract(policy, shapes, seeds):
+    """What every batched policy promises, whatever its ops: uint8 in and out, the input left
+    untouched, each image its own draw, the same generator seed giving the same batch (and the
+    global RNG, which the trainer reseeds, when no generator is given). `seeds`: four ints."""
+    import torch
+
+    from conftest import gen
+    for shape in shapes:
+        x = random_images(16, *shape, seed=seeds[0])
+        before = x.clone()
+        out = policy(x, gen(seeds[1]))
+        assert out.shape == x.shape and out.dtype == torch.uint8 and torch.equal(x, before) and not torch.equal(out, x)
+    x = random_images(1, 3, 32, 32, seed=7).expand(64, -1, -1, -1).contiguous()
+    out = policy(x, gen(seeds[2]))
+    assert len({bytes(o.numpy()) for o in out}) >= 20  # each image draws its own
+    assert torch.equal(out, policy(x, gen(seeds[2]))) and not torch.equal(out, policy(x, gen(seeds[3])))
+    torch.manual_seed(2)
+    a = policy(x)
+    torch.manual_seed(2)
+    assert torch.equal(a, policy(x))
+    return x

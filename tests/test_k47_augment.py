@@ -14,7 +14,7 @@ from PIL import Image, ImageColor
 
 import k47_augment as ka
 from autoaugment import count_ops
-from autoaugment_helpers import from_pil, random_images, to_pil, within
+from autoaugment_helpers import check_batch_policy_contract, from_pil, random_images, to_pil, within
 from conftest import gen
 from utils import UserError
 
@@ -281,19 +281,7 @@ def test_fixed_op_count_and_no_syncs_on_meta(shape):
 
 def test_shape_dtype_preserved_input_untouched_reproducible():
     policy = ka.BatchK47RandAugment()
-    for shape in SHAPES:
-        x = random_images(16, *shape, seed=15)
-        before = x.clone()
-        out = policy(x, gen(16))
-        assert out.shape == x.shape and out.dtype == torch.uint8 and torch.equal(x, before) and not torch.equal(out, x)
-    x = random_images(1, 3, 32, 32, seed=7).expand(64, -1, -1, -1).contiguous()
-    out = policy(x, gen(17))
-    assert len({bytes(o.numpy()) for o in out}) >= 20  # each image draws its own
-    assert torch.equal(out, policy(x, gen(17))) and not torch.equal(out, policy(x, gen(18)))
-    torch.manual_seed(2)
-    a = policy(x)  # no generator: the global RNG, which the trainer reseeds
-    torch.manual_seed(2)
-    assert torch.equal(a, policy(x))
+    x = check_batch_policy_contract(policy, SHAPES, (15, 16, 17, 18))
     assert torch.equal(ka.BatchK47RandAugment(num_ops=0)(x), x)
     assert repr(policy) == "BatchK47RandAugment(num_ops=2, magnitude=14)"
     assert repr(ka.K47RandAugment(3, 9.0)) == "K47RandAugment(num_ops=3, magnitude=9)"

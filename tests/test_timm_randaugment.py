@@ -21,7 +21,7 @@ import timm_augment as ta  # noqa: E402
 import timm_kernels  # noqa: E402
 from augment import build_policy  # noqa: E402
 from autoaugment import count_ops  # noqa: E402
-from autoaugment_helpers import from_pil, random_images, to_pil, within  # noqa: E402
+from autoaugment_helpers import check_batch_policy_contract, from_pil, random_images, to_pil, within  # noqa: E402
 from conftest import gen  # noqa: E402
 from utils import UserError  # noqa: E402
 
@@ -325,19 +325,7 @@ def test_fixed_op_count_and_no_syncs_on_meta(shape):
 
 def test_shape_dtype_preserved_input_untouched_reproducible():
     policy = ta.BatchTimmRandAugment(fill=FILL)
-    for shape in SHAPES:
-        x = random_images(16, *shape, seed=12)
-        before = x.clone()
-        out = policy(x, gen(13))
-        assert out.shape == x.shape and out.dtype == torch.uint8 and torch.equal(x, before) and not torch.equal(out, x)
-    x = random_images(1, 3, 32, 32, seed=7).expand(64, -1, -1, -1).contiguous()
-    out = policy(x, gen(8))
-    assert len({bytes(o.numpy()) for o in out}) >= 20  # each image draws its own
-    assert torch.equal(out, policy(x, gen(8))) and not torch.equal(out, policy(x, gen(9)))
-    torch.manual_seed(2)
-    a = policy(x)  # no generator: the global RNG, which the trainer reseeds
-    torch.manual_seed(2)
-    assert torch.equal(a, policy(x))
+    x = check_batch_policy_contract(policy, SHAPES, (12, 13, 8, 9))
     assert torch.equal(ta.BatchTimmRandAugment(num_ops=0)(x), x)
 
 
