@@ -246,7 +246,8 @@ def test_vit_lite_and_cvt_old_script_defaults(name, c10, c100):
 
 def test_vit_spt_lsa():
     # SPT_LSA_ViT main.py defaults; 100 source epochs x len_factor 3 = 300 passes, 10 x 3 warm-up.
-    common = dict(model_name="vit_spt_lsa", optimizer="adamw", lr=1e-3, min_lr=5e-6, weight_decay=0.05,
+    # min_lr 1e-5: CosineAnnealingWarmupRestarts, the schedule its per-step scheduler.step() can call.
+    common = dict(model_name="vit_spt_lsa", optimizer="adamw", lr=1e-3, min_lr=1e-5, weight_decay=0.05,
                   scheduler="cosine", lr_per_step=True, warmup_epoch=30, max_epochs=300, batch_size=128,
                   repeated_aug=1, criterion="torch_ls", label_smoothing=True, smoothing=0.1, autoaugment=True,
                   mixup=True, mixup_alpha=1.0, cutmix=True, cutmix_beta=1.0, mix_prob=0.5, mix_choice="random",
@@ -258,6 +259,7 @@ def test_vit_spt_lsa():
     recipe = recipes.RECIPES.get("vit_spt_lsa")
     assert {d: (f["accuracy"], f["epochs"]) for d, f in recipe.published.items()} == {
         "c10": (94.53, 100), "c100": (76.92, 100), "svhn": (97.79, 100)}
+    assert recipe.missing == ()
 
 
 @pytest.mark.parametrize("name, epochs, accuracy", [("k47_vit_patch4", 200, 80.0),
