@@ -43,8 +43,8 @@ def test_build_mixer():
 
 def test_build_policy_none_and_unknown():
     assert augment.build_policy("none") == (None, None)
-    assert set(augment.POLICIES.names()) == {"autoaugment", "randaugment", "trivialaugment", "timm_randaugment", "k47_randaugment",
-                                          "none"}
+    assert set(augment.POLICIES.names()) == {"autoaugment", "randaugment", "trivialaugment", "timm_randaugment",
+                                             "k47_randaugment", "none"}
     with pytest.raises(UserError):
         augment.build_policy("everything")
 
