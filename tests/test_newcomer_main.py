@@ -153,6 +153,7 @@ def test_write_errors_name_the_users_file_not_the_temp_file(data, tmp_path, monk
     assert "No space left on device" in line and ".tmp-" not in line and "config.json" in line
 
 
+@pytest.mark.slow  # a subprocess
 def test_bench_steps_zero_is_one_line():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "--steps", "0"], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
