@@ -21,7 +21,7 @@ from engine import EMA
 from extras import build_extras
 from fused_step import MODES as FUSED_MODES
 from fused_step import FusedStep
-from flags import experiment_name, get_args_parser
+from flags import RRC_DEFAULTS, experiment_name, get_args_parser
 from loaders import build_loaders
 from loggers import build_comet
 from models import MODELS, build_model, check_image_size, check_options
@@ -112,8 +112,8 @@ def resolve_args(args):
     (s_lo, s_hi), (r_lo, r_hi) = args.rrc_scale, args.rrc_ratio
     check(0 < s_lo <= s_hi <= 1, f"--rrc-scale must satisfy 0 < MIN <= MAX <= 1, got {s_lo} {s_hi}")
     check(0 < r_lo <= r_hi < math.inf, f"--rrc-ratio must satisfy 0 < MIN <= MAX (finite), got {r_lo} {r_hi}")
-    check(args.crop == "timm_rrc" or (list(args.rrc_scale) == [0.08, 1.0] and list(args.rrc_ratio) == [3 / 4, 4 / 3]
-                                      and args.rrc_interpolation == "random"),
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in RRC_DEFAULTS}
+    check(args.crop == "timm_rrc" or given == RRC_DEFAULTS,
           "--rrc-scale, --rrc-ratio and --rrc-interpolation are for --crop timm_rrc")
     check(args.repeated_aug >= 1, f"--repeated-aug must be at least 1, got {args.repeated_aug}")
     check(args.eval_every == 1 or args.scheduler != "plateau", "--scheduler plateau needs --eval-every 1")

@@ -29,6 +29,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# timm's RandomResizedCropAndInterpolation defaults; build.resolve_args refuses other values
+# without --crop timm_rrc, comparing against this one table.
+RRC_DEFAULTS = {"rrc_scale": (0.08, 1.0), "rrc_ratio": (3 / 4, 4 / 3), "rrc_interpolation": "random"}
+
+
 def get_args_parser():
     p = _Parser(description="Train ViT-CIFAR and friends from scratch.",
                 formatter_class=_HelpFormatter)
@@ -145,11 +150,12 @@ def get_args_parser():
                    help="training crop: pad (the original's pad-and-crop, --crop-padding) or timm_rrc (timm's "
                         "RandomResizedCropAndInterpolation back to the image size, --rrc-*; timm's own on the "
                         "workers path, a pixel-exact batched copy on the device)")
-    g.add_argument("--rrc-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
+    g.add_argument("--rrc-scale", type=float, nargs=2, default=list(RRC_DEFAULTS["rrc_scale"]), metavar=("MIN", "MAX"),
                    help="timm_rrc: range of the crop's area, a fraction of the image's (default timm's 0.08 1)")
-    g.add_argument("--rrc-ratio", type=float, nargs=2, default=[3 / 4, 4 / 3], metavar=("MIN", "MAX"),
+    g.add_argument("--rrc-ratio", type=float, nargs=2, default=list(RRC_DEFAULTS["rrc_ratio"]), metavar=("MIN", "MAX"),
                    help="timm_rrc: range of the crop's aspect ratio, log-uniform (default 3/4 4/3)")
-    g.add_argument("--rrc-interpolation", default="random", choices=["random", "bilinear", "bicubic"],
+    g.add_argument("--rrc-interpolation", default=RRC_DEFAULTS["rrc_interpolation"],
+                   choices=["random", "bilinear", "bicubic"],
                    help="timm_rrc: the resize filter; random picks bilinear or bicubic per image, as timm's train "
                         "transform (default random)")
     g.add_argument("--no-hflip", dest="hflip", action="store_false", default=None,
