@@ -36,9 +36,19 @@ def _tta(args):
     return args.tta and bool(args.hflip)
 
 
+def _plots():
+    """plot.py, or None with one warning where matplotlib is missing (it is optional: a run's
+    weights, CSV and report.json need no picture)."""
+    try:
+        import plot  # matplotlib: imported where it is used
+        return plot
+    except ImportError as e:
+        print(f"warning: no pictures are drawn ({e}; pip install matplotlib)", file=sys.stderr)
+        return None
+
+
 def run_eval_only(args, model, data, device, criterion):
     """Test-set report of one set of weights, or of the ensemble of several."""
-    from plot import plot_confusion  # matplotlib: imported where it is used
     amp_dtype, _ = amp_setup(args, device)
     check_fingerprint(getattr(args, "run_fingerprint", None), fingerprint(data, args.data_dir, args.dataset),
                       "--eval-only", keys=MODEL_KEYS)
@@ -65,7 +75,9 @@ def run_eval_only(args, model, data, device, criterion):
     if args.output_dir_given:
         os.makedirs(args.output_dir, exist_ok=True)
         write_json(report, os.path.join(args.output_dir, "eval_report.json"))
-        plot_confusion(report["confusion"], report["classes"], os.path.join(args.output_dir, "confusion.png"))
+        plot = _plots()
+        if plot is not None:
+            plot.plot_confusion(report["confusion"], report["classes"], os.path.join(args.output_dir, "confusion.png"))
     return report
 
 
@@ -81,12 +93,13 @@ def test_report(args, model, data, device, amp_dtype, criterion):
 def final_evaluation(args, model, data, device, amp_dtype, criterion, out_dir, comet, report=None):
     """The test set, once, with the final weights: report.json, confusion.png, curves.png.
     `report`: the last epoch's test_report, when its evaluation already was this one."""
-    from plot import plot_confusion, plot_run  # matplotlib: imported where it is used
     report = report or test_report(args, model, data, device, amp_dtype, criterion)
     write_json(report, os.path.join(out_dir, "report.json"))
-    plots = [("confusion_matrix", lambda: plot_confusion(report["confusion"], report["classes"],
+    plot = _plots()
+    plots = [] if plot is None else [
+        ("confusion_matrix", lambda: plot.plot_confusion(report["confusion"], report["classes"],
                                                          os.path.join(out_dir, "confusion.png"))),
-             ("curves", lambda: plot_run(out_dir))]
+        ("curves", lambda: plot.plot_run(out_dir))]
     for name, draw in plots:
         try:  # a picture must not cost the run its report: the weights and report.json are written
             comet.log_image(draw(), name)

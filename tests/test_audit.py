@@ -86,9 +86,25 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
                 "pipeline_autoaugment", "workers_0", "run_epochs"):
         assert key in r and "error" not in r[key], (key, r.get(key))
     assert r["step_b8_compile_off"]["train_images_per_second"] > 0
-    assert set(r["augmentation_alone_b16"]) == {"trivialaugment_eager", "trivialaugment_compiled"}
+    assert set(r["augmentation_alone_b16"]) == {"trivialaugment_eager", "trivialaugment_compiled", "item_seconds"}
     assert r["run_epochs"]["exit_code"] == 0 and len(r["run_epochs"]["epoch_seconds"]) == 2
     assert "finished" in r
+
+
+@pytest.mark.slow
+def test_gpu_check_starts_no_item_once_its_budget_is_spent(tmp_path):
+    """A lent GPU's minutes are counted: with --budget-s spent, every item is recorded as
+    skipped (none started), and the JSON is still written and finished."""
+    out = tmp_path / "check"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_check.py"), "--tiny", "--device", "cpu",
+                           "--out", str(out), "--budget-s", "5", "--batches", "8", "--compile-modes", "",
+                           "--pipeline-compile", "off", "--workers", "0"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((out / "gpu_check.json").read_text())
+    items = [k for k in r if k.startswith(("step_", "pipeline_", "augmentation_", "workers_"))]
+    assert len(items) == 5 and all("skipped" in r[k]["error"] for k in items), r
+    assert r["budget_seconds"] == 5 and "finished" in r
 
 
 @pytest.mark.slow

@@ -145,6 +145,22 @@ def test_comet_log_metrics_failing_is_one_warning_and_training_goes_on(tmp_path,
     assert (out / "model.pth").exists()
 
 
+def test_a_run_without_matplotlib_finishes_with_its_report_and_one_warning(tmp_path, monkeypatch, capsys):
+    """matplotlib is optional (a bare GPU image may lack it): the run ends with exit 0, its
+    weights, CSV and report.json, and one warning instead of the pictures."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    monkeypatch.delitem(sys.modules, "plot", raising=False)
+    data = make_image_folder(str(tmp_path / "data"), n_train=4, n_test=2)
+    out = tmp_path / "run"
+    code = cli.cli(_tiny_run(data, out, "--max-epochs", 1))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert [l for l in err.splitlines() if "no pictures" in l] == [l for l in err.splitlines() if l.startswith("warning:")]
+    assert len([l for l in err.splitlines() if "no pictures" in l]) == 1, err
+    assert (out / "report.json").exists() and (out / "model.pth").exists()
+    assert not (out / "confusion.png").exists()
+
+
 # ---------------------------------------------------------------- a full disk
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")

@@ -3,9 +3,9 @@
     bash tools/gpu_check.sh                    # on the GPU machine, from the repository root
     python tools/gpu_check.py --tiny --device cpu --out /tmp/x   # the CPU dry run the tests use
 
-Measures (the batch-128 step rows and the input-path rows first, so a run cut short still
-leaves the target figures), and writes `gpu_check.json` plus one log per item under --out after EACH
-item:
+Measures, each item in a process of its own with a time cap (and, with --budget-s, none started
+once the budget is spent), the target figures first so that a run cut short still has them, and
+writes `gpu_check.json` plus one log per item under --out after EACH item:
 
   a. the training step alone (data on the device, no augmentation), img/s at each --batches,
      eager and with each --compile-modes (on: the model compiled; step: the whole step compiled;
@@ -22,8 +22,10 @@ Nothing here needs comet-ml or the internet. Every figure is measured; none is e
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +50,9 @@ def get_args_parser():
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 as an ImageFolder tree (train/, test/) for item f")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop starting items after this many seconds (a lent GPU's minutes are counted); "
+                        "each item also has a cap of its own")
     p.add_argument("--tiny", action="store_true", help="a tiny model and few steps: a dry run of the script itself")
     return p
 
@@ -105,9 +110,14 @@ def run_epochs(args, out_dir):
            "--no-progress", "--device", args.device, *tiny_flags(args)]
     if args.tiny:
         cmd += ["--batch-size", "16", "--workers", "0", "--train-subset", "64"]
+    # Stopped short of the item's deadline, so the epochs it finished are still read back.
+    timeout = args.deadline - time.time() - 15 if getattr(args, "deadline", None) else None
     start = time.perf_counter()
     with open(os.path.join(out_dir, "run.log"), "w") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = f"stopped after {timeout:.0f} s"
     result = {"command": " ".join(cmd[1:]), "exit_code": code, "wall_seconds": time.perf_counter() - start}
     metrics = os.path.join(run_dir, "metrics.csv")
     if os.path.exists(metrics):
@@ -119,55 +129,106 @@ def run_epochs(args, out_dir):
     return result
 
 
+def plan(args):
+    """Every item as (key, function, its arguments, cap seconds), in the order they run: the
+    issue's target figures first (batch 128: the step eagerly and compiled, the whole device path
+    with AutoAugment, the augmentation alone, a short real run), so that a run cut short by its
+    budget still has them; then the other batch sizes, modes and the workers path."""
+    batches = [int(b) for b in args.batches.split(",")]
+    modes = [m for m in args.compile_modes.split(",") if m]
+    pipeline_modes = [m for m in args.pipeline_compile.split(",") if m] or ["off"]
+    out = args.out
+
+    def step(b, mode):  # a, d, e
+        return (f"step_b{b}_compile_{mode}", bench_row,
+                (args, ["--batch-size", str(b), "--compile", mode, "--skip-dataloader", "--skip-pipeline"],
+                 os.path.join(out, f"step_b{b}_{mode}.log")), 240)
+
+    def pipeline(mode, policy):  # c; each row also times the step alone, in the same process
+        key = "pipeline_" + ("autoaugment" if policy else "none")
+        key = key if mode == pipeline_modes[0] else f"{key}_compile_{mode}"
+        flags = ["--batch-size", str(batches[0]), "--compile", mode, "--skip-dataloader"]
+        return key, bench_row, (args, flags + (["--autoaugment"] if policy else []),
+                                os.path.join(out, key + ".log")), 300
+
+    items = [step(batches[0], "off"), pipeline(pipeline_modes[0], True)]
+    if args.data_dir:  # f: main.py as users run it; its compiled graphs are the row above's (inductor's cache)
+        items.append(("run_epochs", run_epochs, (args, out), 600))
+    items += [pipeline(mode, True) for mode in pipeline_modes[1:]]
+    items.append((f"augmentation_alone_b{batches[-1]}", augmentation_alone, (args, batches[-1]), 240))  # b
+    items += [pipeline(mode, False) for mode in pipeline_modes]
+    items += [step(batches[0], m) for m in modes if m not in pipeline_modes]
+    items += [step(b, m) for b in batches[1:] for m in ["off"] + modes]
+    items += [(f"workers_{w}", bench_row,
+               (args, ["--batch-size", str(batches[0]), "--compile", pipeline_modes[0], "--autoaugment",
+                       "--workers", str(w)], os.path.join(out, f"workers_{w}.log")), 240)
+              for w in [int(w) for w in args.workers.split(",") if w]]
+    return items
+
+
+def run_item(key, fn, fn_args, timeout):
+    """One item in a process of its own, killed (with everything it started) after `timeout`
+    seconds: a hung compile or a crashed CUDA context costs that item, not the check."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, result = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
+        with open(spec, "w") as f:
+            json.dump({"args": vars(fn_args[0]), "key": key, "result": result,
+                       "deadline": time.time() + timeout}, f)
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", spec], cwd=ROOT,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"error": f"stopped after its {timeout:.0f} s"}
+        if os.path.exists(result):
+            return json.load(open(result))
+        return {"error": f"its process exited with code {code} and no result"}
+
+
+def child(spec_path):
+    spec = json.load(open(spec_path))
+    args = argparse.Namespace(**spec["args"])
+    args.deadline = spec["deadline"]
+    key, fn, fn_args, _ = next(i for i in plan(args) if i[0] == spec["key"])
+    try:
+        r = fn(*fn_args)
+    except Exception as e:  # the parent records it and goes on: one broken item must not cost the others
+        r = {"error": f"{type(e).__name__}: {e}"}
+    with open(spec["result"], "w") as f:
+        json.dump(r, f)
+
+
 def main(args):
     os.makedirs(args.out, exist_ok=True)
+    end = time.time() + args.budget_s if args.budget_s else None
     results = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
-               "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device}
+               "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+               "budget_seconds": args.budget_s}
 
     def save():
         with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
             json.dump(results, f, indent=2)
 
-    def item(key, fn, *a):
-        print(f"[gpu_check] {key} ...", flush=True)
-        try:
-            results[key] = fn(*a)
-        except Exception as e:  # keep going: one broken item must not cost the others
-            results[key] = {"error": f"{type(e).__name__}: {e}"}
+    for key, fn, fn_args, cap in plan(args):
+        left = end - time.time() if end else cap
+        if left < 20:
+            results[key] = {"error": "skipped: the --budget-s was spent"}
+        else:
+            print(f"[gpu_check] {key} ...", flush=True)
+            start = time.perf_counter()
+            results[key] = run_item(key, fn, fn_args, min(cap, left))
+            results[key]["item_seconds"] = time.perf_counter() - start
         print(f"[gpu_check] {key}: {json.dumps(results[key])[:400]}", flush=True)
         save()
-
-    batches = [int(b) for b in args.batches.split(",")]
-    modes = ["off"] + [m for m in args.compile_modes.split(",") if m]
-    pipeline_modes = [m for m in args.pipeline_compile.split(",") if m] or ["off"]
-
-    def steps_at(b):  # a, d, e
-        for mode in modes:
-            item(f"step_b{b}_compile_{mode}", bench_row, args,
-                 ["--batch-size", str(b), "--compile", mode, "--skip-dataloader", "--skip-pipeline"],
-                 os.path.join(args.out, f"step_b{b}_{mode}.log"))
-
-    # The target figures first (batch 128: the step, and the whole device path with and without
-    # AutoAugment), so that a run cut short still has them.
-    steps_at(batches[0])
-    for mode in pipeline_modes:  # c
-        for flags, key in [([], "pipeline_none"), (["--autoaugment"], "pipeline_autoaugment")]:
-            key = key if mode == pipeline_modes[0] else f"{key}_compile_{mode}"
-            item(key, bench_row, args, ["--batch-size", str(batches[0]), "--compile", mode, "--skip-dataloader",
-                                        *flags], os.path.join(args.out, key + ".log"))
-    item("augmentation_alone_b%d" % batches[-1], augmentation_alone, args, batches[-1])  # b
-    for b in batches[1:]:
-        steps_at(b)
-    for w in [int(w) for w in args.workers.split(",") if w]:
-        item(f"workers_{w}", bench_row, args, ["--batch-size", str(batches[0]), "--compile", pipeline_modes[0],
-                                               "--autoaugment", "--workers", str(w)],
-             os.path.join(args.out, f"workers_{w}.log"))
-    if args.data_dir:  # f
-        item("run_epochs", run_epochs, args, args.out)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     save()
     return results
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2])
+    else:
+        main(get_args_parser().parse_args())
