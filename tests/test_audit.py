@@ -78,16 +78,18 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_check.py"), "--tiny", "--device", "cpu",
                            "--out", str(out), "--batches", "8,16", "--compile-modes", "", "--pipeline-compile", "off", "--workers", "0",
                            "--policies", "trivialaugment",  # each policy's compile is tested on its own
-                           "--steps", "2", "--data-dir", data, "--epochs", "2"],
+                           "--steps", "2", "--data-dir", data, "--epochs", "2", "--run-compile", "auto"],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads((out / "gpu_check.json").read_text())
-    for key in ("step_b8_compile_off", "step_b16_compile_off", "augmentation_alone_b16", "pipeline_none",
-                "pipeline_autoaugment", "workers_0", "run_epochs"):
+    for key in ("step_b8_compile_off", "step_b16_compile_off", "augmentation_alone_b16", "pipeline_none_b8_compile_off",
+                "pipeline_autoaugment_b8_compile_off", "workers_0_b8", "run_epochs", "cuda_tests"):
         assert key in r and "error" not in r[key], (key, r.get(key))
     assert r["step_b8_compile_off"]["train_images_per_second"] > 0
     assert set(r["augmentation_alone_b16"]) == {"trivialaugment_eager", "trivialaugment_compiled", "item_seconds"}
     assert r["run_epochs"]["exit_code"] == 0 and len(r["run_epochs"]["epoch_seconds"]) == 2
+    # On the CPU the GPU's own tests are collected and skipped, not failed.
+    assert r["cuda_tests"]["exit_code"] == 0 and "skipped" in r["cuda_tests"]["summary"], r["cuda_tests"]
     assert "finished" in r
 
 
@@ -104,6 +106,7 @@ def test_gpu_check_starts_no_item_once_its_budget_is_spent(tmp_path):
     r = json.loads((out / "gpu_check.json").read_text())
     items = [k for k in r if k.startswith(("step_", "pipeline_", "augmentation_", "workers_"))]
     assert len(items) == 5 and all("skipped" in r[k]["error"] for k in items), r
+    assert "skipped" in r["cuda_tests"]["error"]
     assert r["budget_seconds"] == 5 and "finished" in r
 
 

@@ -15,7 +15,9 @@ writes `gpu_check.json` plus one log per item under --out after EACH item:
      --pipeline-compile mode), and the workers input path with each of --workers
   d. evaluation img/s (inside each bench row)
   e. compile seconds and graph counts (inside each compiled row)
-  f. a --epochs epoch run of main.py on the CIFAR-10 JPEG copy (--data-dir), per-epoch time
+  f. a --epochs epoch run of main.py on the CIFAR-10 JPEG copy (--data-dir) in each --run-compile
+     mode: per-epoch time and accuracy
+  g. tests/test_cuda.py: the captured step trains what the eager step trains
 
 Nothing here needs comet-ml or the internet. Every figure is measured; none is estimated.
 """
@@ -50,6 +52,8 @@ def get_args_parser():
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 as an ImageFolder tree (train/, test/) for item f")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--run-compile", default="auto,graphs",
+                   help="the --compile modes item f runs main.py with (auto: what users get by default)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="stop starting items after this many seconds (a lent GPU's minutes are counted); "
                         "each item also has a cap of its own")
@@ -102,18 +106,20 @@ def augmentation_alone(args, batch):
     return out
 
 
-def run_epochs(args, out_dir):
-    """main.py as users run it (the seed's flags), for --epochs epochs, on the JPEG copy."""
-    run_dir = os.path.join(out_dir, "run")
+def run_epochs(args, out_dir, compile_mode):
+    """main.py as users run it (the seed's flags, and --compile `compile_mode`), for --epochs
+    epochs, on the JPEG copy."""
+    name = "run" if compile_mode == "auto" else f"run_compile_{compile_mode}"
+    run_dir = os.path.join(out_dir, name)
     cmd = [sys.executable, os.path.join(ROOT, "main.py"), "--dataset", "folder", "--data-dir", args.data_dir,
            "--label-smoothing", "--autoaugment", "--max-epochs", str(args.epochs), "--output-dir", run_dir,
-           "--no-progress", "--device", args.device, *tiny_flags(args)]
+           "--no-progress", "--device", args.device, "--compile", compile_mode, *tiny_flags(args)]
     if args.tiny:
         cmd += ["--batch-size", "16", "--workers", "0", "--train-subset", "64"]
     # Stopped short of the item's deadline, so the epochs it finished are still read back.
     timeout = args.deadline - time.time() - 15 if getattr(args, "deadline", None) else None
     start = time.perf_counter()
-    with open(os.path.join(out_dir, "run.log"), "w") as log:
+    with open(os.path.join(out_dir, name + ".log"), "w") as log:
         try:
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
@@ -127,6 +133,15 @@ def run_epochs(args, out_dir):
         result["train_images_per_second"] = [float(r["train_images_per_second"]) for r in rows]
         result["test_acc"] = [float(r["test_acc"]) for r in rows]
     return result
+
+
+def cuda_tests(args, out_dir):
+    """tests/test_cuda.py: what only a GPU can check (the captured step trains what eager trains)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join("tests", "test_cuda.py")]
+    with open(os.path.join(out_dir, "cuda_tests.log"), "w") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    lines = open(os.path.join(out_dir, "cuda_tests.log")).read().strip().splitlines()
+    return {"command": " ".join(cmd[1:]), "exit_code": code, "summary": lines[-1] if lines else ""}
 
 
 def plan(args):
@@ -145,23 +160,23 @@ def plan(args):
                  os.path.join(out, f"step_b{b}_{mode}.log")), 240)
 
     def pipeline(mode, policy):  # c; each row also times the step alone, in the same process
-        key = "pipeline_" + ("autoaugment" if policy else "none")
-        key = key if mode == pipeline_modes[0] else f"{key}_compile_{mode}"
+        key = f"pipeline_{'autoaugment' if policy else 'none'}_b{batches[0]}_compile_{mode}"
         flags = ["--batch-size", str(batches[0]), "--compile", mode, "--skip-dataloader"]
         return key, bench_row, (args, flags + (["--autoaugment"] if policy else []),
                                 os.path.join(out, key + ".log")), 300
 
-    items = [step(batches[0], "off"), pipeline(pipeline_modes[0], True)]
+    items = [step(batches[0], "off"), ("cuda_tests", cuda_tests, (args, out), 300), pipeline(pipeline_modes[0], True)]
     if args.data_dir:  # f: main.py as users run it; its compiled graphs are the row above's (inductor's cache)
-        items.append(("run_epochs", run_epochs, (args, out), 600))
+        items += [("run_epochs" if m == "auto" else f"run_epochs_compile_{m}", run_epochs, (args, out, m), 600)
+                  for m in args.run_compile.split(",") if m]
     items += [pipeline(mode, True) for mode in pipeline_modes[1:]]
     items.append((f"augmentation_alone_b{batches[-1]}", augmentation_alone, (args, batches[-1]), 240))  # b
     items += [pipeline(mode, False) for mode in pipeline_modes]
     items += [step(batches[0], m) for m in modes if m not in pipeline_modes]
     items += [step(b, m) for b in batches[1:] for m in ["off"] + modes]
-    items += [(f"workers_{w}", bench_row,
+    items += [(f"workers_{w}_b{batches[0]}", bench_row,
                (args, ["--batch-size", str(batches[0]), "--compile", pipeline_modes[0], "--autoaugment",
-                       "--workers", str(w)], os.path.join(out, f"workers_{w}.log")), 240)
+                       "--workers", str(w)], os.path.join(out, f"workers_{w}_b{batches[0]}.log")), 240)
               for w in [int(w) for w in args.workers.split(",") if w]]
     return items
 

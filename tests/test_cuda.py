@@ -1,0 +1,25 @@
+"""On a CUDA GPU only (skipped elsewhere): what the CPU cannot check. tools/gpu_check.py runs
+this file as one of its items, so a lent GPU answers it in its first call.
+
+- `--compile graphs` (the step captured once in a CUDA graph and replayed, with the capturable
+  fused Adam) trains what the eager loop trains: the same weights, EMA, Adam moments, sums and
+  rates after six steps over two epochs, for the same flag sets the CPU checks the fused body
+  with (tests/test_fused_step.py), random mixing inside the graph included;
+- through main.py, three epochs of `--compile graphs` log what `--compile off` logs."""
+import pytest
+import torch
+
+from test_fused_step import FLAGS, check_fused_trains_what_train_step_trains, check_main_matches_eager
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(a.strip("-") for a in f[:3]) or "seed-recipe")
+def test_a_captured_step_trains_what_train_step_trains(flags):
+    check_fused_trains_what_train_step_trains(flags, device="cuda", mode="graphs")
+
+
+def test_compile_graphs_through_main_matches_eager(tmp_path):
+    # 1e-4: the compiled model's kernels round differently from eager's (cuDNN may also pick
+    # another convolution algorithm); a wrong rate or a lost step moves these by far more.
+    check_main_matches_eager(tmp_path, "graphs", device="cuda", tol=1e-4)
