@@ -363,6 +363,11 @@ def compiles(args, device):
         import torch._inductor.config
         if not torch._inductor.config.fallback_random:
             torch._inductor.config.fallback_random = True
+            if torch.torch_version.TorchVersion(torch.__version__) < "2.14":
+                # Before the fixes of pytorch/pytorch#176842 and #181136 (in 2.14, not in 2.11) the
+                # locality pass moves random ops past each other, so the same numbers land on other
+                # ops: with torch 2.11 the flip drew what eager's crop draws. Keep program order.
+                torch._inductor.config.reorder_for_locality = False
             # Graphs compiled before in this process drew with inductor's own RNG, and Dynamo's
             # guards do not look at inductor's settings: drop them, so none is reused.
             torch._dynamo.reset()

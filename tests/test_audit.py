@@ -111,6 +111,30 @@ def test_gpu_check_starts_no_item_once_its_budget_is_spent(tmp_path):
 
 
 @pytest.mark.slow
+def test_compiled_crop_and_flip_draw_what_eager_draws(one_thread):
+    """Under --compile (build.compiles' inductor settings) the device path's crop and flip give
+    the eager batches exactly: each random op gets the numbers it gets eagerly, in program order
+    (torch 2.11's inductor swapped the crop's and the flip's draws until build.compiles kept the
+    order; the GPU machine runs 2.11)."""
+    import types
+
+    import build
+    from loaders import DeviceSource
+
+    assert build.compiles(types.SimpleNamespace(compile="on"), torch.device("cpu"))
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(64)
+    runs = []
+    for compiled in (False, True):
+        src = DeviceSource(x, y, 16, 4, True, None, torch.device("cpu"), compile_augment=compiled)
+        torch.manual_seed(3)
+        src.set_epoch(0, 0)
+        runs.append(torch.cat([b for b, _ in src]))
+    assert src._compiled, "compiling fell back to eager"
+    assert torch.equal(runs[0], runs[1]), (runs[0] != runs[1]).sum()
+
+
+@pytest.mark.slow
 def test_compiled_augmentation_runs_and_keeps_the_batch(one_thread):
     """--compile on the device path also compiles crop + flip + policy (fullgraph, static shapes);
     its random draws differ from eager (inductor's RNG), its output is a batch of the same kind."""
