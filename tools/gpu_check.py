@@ -3,9 +3,9 @@
     bash tools/gpu_check.sh                    # on the GPU machine, from the repository root
     python tools/gpu_check.py --tiny --device cpu --out /tmp/x   # the CPU dry run the tests use
 
-Measures, each item in a process of its own with a time cap (and, with --budget-s, none started
-once the budget is spent), the target figures first so that a run cut short still has them, and
-writes `gpu_check.json` plus one log per item under --out after EACH item:
+Measures, each item in a process of its own with a time cap, none started once --budget-s
+(default 8 minutes) is spent, the target figures first so that a run cut short still has them,
+and writes `gpu_check.json` plus one log per item under --out after EACH item:
 
   a. the training step alone (data on the device, no augmentation), img/s at each --batches,
      eager and with each --compile-modes (on: the model compiled; step: the whole step compiled;
@@ -147,10 +147,11 @@ def cuda_tests(args, out_dir):
 
 
 def plan(args):
-    """Every item as (key, function, its arguments, cap seconds), in the order they run: the
-    issue's target figures first (batch 128: the step eagerly and compiled, the whole device path
-    with AutoAugment, the augmentation alone, a short real run), so that a run cut short by its
-    budget still has them; then the other batch sizes, modes and the workers path."""
+    """Every item as (key, function, its arguments, cap seconds), in the order they run: first
+    what the device-path targets and the CUDA default need (the eager step at the first batch
+    size, tests/test_cuda.py, the device path with AutoAugment, the real runs, the augmentation
+    alone), so that a run cut short by its budget still has them; then the other batch sizes,
+    modes and the workers path."""
     batches = [int(b) for b in args.batches.split(",")]
     modes = [m for m in args.compile_modes.split(",") if m]
     pipeline_modes = [m for m in args.pipeline_compile.split(",") if m] or ["off"]
@@ -174,7 +175,7 @@ def plan(args):
     items += [pipeline(mode, True) for mode in pipeline_modes[1:]]
     items.append((f"augmentation_alone_b{batches[-1]}", augmentation_alone, (args, batches[-1]), 240))  # b
     items += [pipeline(mode, False) for mode in pipeline_modes]
-    items += [step(batches[0], m) for m in modes if m not in pipeline_modes]
+    items += [step(batches[0], m) for m in modes if m not in pipeline_modes]  # the pipeline rows time the rest
     items += [step(b, m) for b in batches[1:] for m in ["off"] + modes]
     items += [(f"workers_{w}_b{batches[0]}", bench_row,
                (args, ["--batch-size", str(batches[0]), "--compile", pipeline_modes[0], "--autoaugment",
