@@ -83,9 +83,10 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads((out / "gpu_check.json").read_text())
     for key in ("step_b8_compile_off", "step_b16_compile_off", "augmentation_alone_b16", "pipeline_none_b8_compile_off",
-                "pipeline_autoaugment_b8_compile_off", "workers_0_b8", "run_epochs", "cuda_tests"):
+                "pipeline_autoaugment_b8_compile_off", "workers_0_b8", "run_epochs", "cuda_tests", "launch_cost"):
         assert key in r and "error" not in r[key], (key, r.get(key))
     assert r["step_b8_compile_off"]["train_images_per_second"] > 0
+    assert 0 < r["launch_cost"]["eager_us_per_launch"] < 1e4 and "graph_us_per_kernel" not in r["launch_cost"]
     assert set(r["augmentation_alone_b16"]) == {"trivialaugment_eager", "trivialaugment_compiled", "item_seconds"}
     assert r["run_epochs"]["exit_code"] == 0 and len(r["run_epochs"]["epoch_seconds"]) == 2
     # On the CPU the GPU's own tests are collected and skipped, not failed.
@@ -106,7 +107,7 @@ def test_gpu_check_starts_no_item_once_its_budget_is_spent(tmp_path):
     r = json.loads((out / "gpu_check.json").read_text())
     items = [k for k in r if k.startswith(("step_", "pipeline_", "augmentation_", "workers_"))]
     assert len(items) == 5 and all("skipped" in r[k]["error"] for k in items), r
-    assert "skipped" in r["cuda_tests"]["error"]
+    assert "skipped" in r["cuda_tests"]["error"] and "skipped" in r["launch_cost"]["error"]
     assert r["budget_seconds"] == 5 and "finished" in r
 
 

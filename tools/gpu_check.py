@@ -18,6 +18,7 @@ and writes `gpu_check.json` plus one log per item under --out after EACH item:
   f. a --epochs epoch run of main.py on the CIFAR-10 JPEG copy (--data-dir) in each --run-compile
      mode: per-epoch time and accuracy
   g. tests/test_cuda.py: the captured step trains what the eager step trains
+  h. what one kernel launch costs the host, and one kernel inside a CUDA graph the device
 
 Nothing here needs comet-ml or the internet. Every figure is measured; none is estimated.
 """
@@ -83,6 +84,40 @@ def bench_row(args, flags, log):
             sys.stdout = stdout
     r["wall_seconds"], r["flags"] = time.perf_counter() - start, " ".join(argv)
     return r
+
+
+def launch_cost(args):
+    """What one kernel costs the host and the device here, to read the step rows by: microseconds
+    per eager launch of a one-element add (the host's part: Python, the dispatcher, the driver and
+    whatever the machine's virtualisation adds), and, on CUDA, per add replayed inside a CUDA graph
+    (the device's part)."""
+    device = torch.device(args.device)
+    x = torch.zeros(1, device=device)
+    n = 200 if args.tiny else 20000
+
+    def timed(fn):
+        fn()
+        bench.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        bench.synchronize(device)
+        return (time.perf_counter() - start) / n * 1e6
+
+    def adds():
+        for _ in range(n):
+            x.add_(1)
+
+    out = {"eager_us_per_launch": timed(adds)}
+    if device.type == "cuda":
+        graph, side = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            adds()  # warm-up off the default stream, as capture wants
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph):
+            adds()
+        out["graph_us_per_kernel"] = timed(graph.replay)
+    return out
 
 
 def augmentation_alone(args, batch):
@@ -168,7 +203,8 @@ def plan(args):
         return key, bench_row, (args, flags + (["--autoaugment"] if policy else []),
                                 os.path.join(out, key + ".log")), 300
 
-    items = [step(batches[0], "off"), ("cuda_tests", cuda_tests, (args, out), 300), pipeline(pipeline_modes[0], True)]
+    items = [("launch_cost", launch_cost, (args,), 60), step(batches[0], "off"), ("cuda_tests", cuda_tests, (args, out), 300),
+             pipeline(pipeline_modes[0], True)]
     if args.data_dir:  # f: main.py as users run it; its compiled graphs are the row above's (inductor's cache)
         items += [("run_epochs" if m == "auto" else f"run_epochs_compile_{m}", run_epochs, (args, out, m), 600)
                   for m in args.run_compile.split(",") if m]
