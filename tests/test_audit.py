@@ -76,18 +76,19 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     data = make_image_folder(str(tmp_path / "data"), n_train=16, n_test=4)
     out = tmp_path / "check"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_check.py"), "--tiny", "--device", "cpu",
-                           "--out", str(out), "--batches", "8,16", "--compile-modes", "", "--pipeline-compile", "off", "--workers", "0",
+                           "--out", str(out), "--batches", "8", "--compile-modes", "", "--pipeline-compile", "off", "--workers", "0",
                            "--policies", "trivialaugment",  # each policy's compile is tested on its own
                            "--steps", "2", "--data-dir", data, "--epochs", "2", "--run-compile", "auto"],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads((out / "gpu_check.json").read_text())
-    for key in ("step_b8_compile_off", "step_b16_compile_off", "augmentation_alone_b16", "pipeline_none_b8_compile_off",
+    # One batch size: each item is a process of its own, and a second size adds only more of the same.
+    for key in ("step_b8_compile_off", "augmentation_alone_b8", "pipeline_none_b8_compile_off",
                 "pipeline_autoaugment_b8_compile_off", "workers_0_b8", "run_epochs", "cuda_tests", "launch_cost"):
         assert key in r and "error" not in r[key], (key, r.get(key))
     assert r["step_b8_compile_off"]["train_images_per_second"] > 0
     assert 0 < r["launch_cost"]["eager_us_per_launch"] < 1e4 and "graph_us_per_kernel" not in r["launch_cost"]
-    assert set(r["augmentation_alone_b16"]) == {"trivialaugment_eager", "trivialaugment_compiled", "item_seconds"}
+    assert set(r["augmentation_alone_b8"]) == {"trivialaugment_eager", "trivialaugment_compiled", "item_seconds"}
     assert r["run_epochs"]["exit_code"] == 0 and len(r["run_epochs"]["epoch_seconds"]) == 2
     # On the CPU the GPU's own tests are collected and skipped, not failed.
     assert r["cuda_tests"]["exit_code"] == 0 and "skipped" in r["cuda_tests"]["summary"], r["cuda_tests"]
