@@ -112,28 +112,33 @@ def test_gpu_check_starts_no_item_once_its_budget_is_spent(tmp_path):
     assert r["budget_seconds"] == 5 and "finished" in r
 
 
-@pytest.mark.slow
-def test_compiled_crop_and_flip_draw_what_eager_draws(one_thread):
+def check_compiled_crop_and_flip_draw_what_eager_draws(device="cpu"):
     """Under --compile (build.compiles' inductor settings) the device path's crop and flip give
     the eager batches exactly: each random op gets the numbers it gets eagerly, in program order
     (torch 2.11's inductor swapped the crop's and the flip's draws until build.compiles kept the
-    order; the GPU machine runs 2.11)."""
+    order; the GPU machine runs 2.11). tests/test_cuda.py runs it on a GPU."""
     import types
 
     import build
     from loaders import DeviceSource
 
-    assert build.compiles(types.SimpleNamespace(compile="on"), torch.device("cpu"))
+    device = torch.device(device)
+    assert build.compiles(types.SimpleNamespace(compile="on"), device)
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    y = torch.arange(64)
+    x, y = x.to(device), torch.arange(64, device=device)
     runs = []
     for compiled in (False, True):
-        src = DeviceSource(x, y, 16, 4, True, None, torch.device("cpu"), compile_augment=compiled)
+        src = DeviceSource(x, y, 16, 4, True, None, device, compile_augment=compiled)
         torch.manual_seed(3)
         src.set_epoch(0, 0)
         runs.append(torch.cat([b for b, _ in src]))
     assert src._compiled, "compiling fell back to eager"
     assert torch.equal(runs[0], runs[1]), (runs[0] != runs[1]).sum()
+
+
+@pytest.mark.slow
+def test_compiled_crop_and_flip_draw_what_eager_draws(one_thread):
+    check_compiled_crop_and_flip_draw_what_eager_draws()
 
 
 @pytest.mark.slow
