@@ -32,4 +32,3 @@ def test_compile_graphs_through_main_matches_eager(tmp_path):
 
 def test_compiled_crop_and_flip_draw_what_eager_draws_on_cuda():
     check_compiled_crop_and_flip_draw_what_eager_draws("cuda")
-

@@ -155,8 +155,8 @@ def test_a_run_without_matplotlib_finishes_with_its_report_and_one_warning(tmp_p
     code = cli.cli(_tiny_run(data, out, "--max-epochs", 1))
     err = capsys.readouterr().err
     assert code == 0, err
-    assert [l for l in err.splitlines() if "no pictures" in l] == [l for l in err.splitlines() if l.startswith("warning:")]
-    assert len([l for l in err.splitlines() if "no pictures" in l]) == 1, err
+    warnings = [l for l in err.splitlines() if l.startswith("warning:")]
+    assert len(warnings) == 1 and "no pictures" in warnings[0], err
     assert (out / "report.json").exists() and (out / "model.pth").exists()
     assert not (out / "confusion.png").exists()
 
