@@ -141,19 +141,25 @@ def count_flops(model, x, y, criterion):
     return train / x.shape[0], counter.get_total_flops() / x.shape[0]
 
 
+def seconds_per_call(fn, device, reps, warmup=1):
+    """Wall seconds per call of fn() after `warmup` calls, the device synchronised on both sides
+    of the clock (its queued work counts, the warm-up's does not)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / reps
+
+
 def matmul_peak(device):
     """TFLOP/s of a large square matrix product: bf16 on CUDA, float32 elsewhere."""
     n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    reps = 20 if device.type == "cuda" else 5
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    synchronize(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e12, str(dtype).replace("torch.", "")
+    seconds = seconds_per_call(lambda: a @ b, device, reps=20 if device.type == "cuda" else 5, warmup=3)
+    return 2 * n ** 3 / seconds / 1e12, str(dtype).replace("torch.", "")
 
 
 def peak_memory_gb(device):

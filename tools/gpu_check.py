@@ -86,19 +86,6 @@ def bench_row(args, flags, log):
     return r
 
 
-def seconds_per_call(fn, device, reps, warmup=1):
-    """Wall seconds per call of fn() after `warmup` calls, the device synchronised on both sides
-    of the clock (its queued work counts, the warm-up's does not)."""
-    for _ in range(warmup):
-        fn()
-    bench.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    bench.synchronize(device)
-    return (time.perf_counter() - start) / reps
-
-
 def launch_cost(args):
     """What one kernel costs the host and the device here, to read the step rows by: microseconds
     per eager launch of a one-element add (the host's part: Python, the dispatcher, the driver and
@@ -112,7 +99,7 @@ def launch_cost(args):
         for _ in range(n):
             x.add_(1)
 
-    out = {"eager_us_per_launch": seconds_per_call(adds, device, reps=1) / n * 1e6}
+    out = {"eager_us_per_launch": bench.seconds_per_call(adds, device, reps=1) / n * 1e6}
     if device.type == "cuda":
         graph, side = torch.cuda.CUDAGraph(), torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -121,7 +108,7 @@ def launch_cost(args):
         torch.cuda.current_stream().wait_stream(side)
         with torch.cuda.graph(graph):
             adds()
-        out["graph_us_per_kernel"] = seconds_per_call(graph.replay, device, reps=1) / n * 1e6
+        out["graph_us_per_kernel"] = bench.seconds_per_call(graph.replay, device, reps=1) / n * 1e6
     return out
 
 
@@ -137,7 +124,7 @@ def augmentation_alone(args, batch):
         # Eager, and compiled as the device path runs it under --compile (fullgraph, static shapes).
         for mode, fn in (("eager", policy), ("compiled", torch.compile(policy, fullgraph=True, dynamic=False))):
             reps = 3 if args.tiny else 50
-            out[f"{name}_{mode}"] = batch / seconds_per_call(lambda: fn(x), device, reps, warmup=3)
+            out[f"{name}_{mode}"] = batch / bench.seconds_per_call(lambda: fn(x), device, reps, warmup=3)
     return out
 
 
