@@ -13,6 +13,10 @@ It takes every main.py flag (model, batch, augmentation, precision, compile) plu
 
 and reports achieved TFLOP/s from a counted FLOP figure (torch.utils.flop_counter) against a
 matrix-multiply peak measured on the same device in the same call. The table comes last.
+--profile-steps N then profiles N more steps of the step alone (torch.profiler): on CUDA the
+kernels per step, the device's busy and idle time per step and the costliest kernels, which say
+whether a step waits for the host or for its own kernels. --graph-grads picks how a
+--compile graphs capture keeps its gradients (fused_step.py), so both can be timed.
 
     python bench.py --audit --batch-size 128 --autoaugment --json audit.json
 
@@ -26,6 +30,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 
 import torch
@@ -56,6 +61,12 @@ def get_args_parser():
                         help="do not measure the device input path either: the step alone and evaluation")
     parser.add_argument("--audit", action="store_true",
                         help="count syncs, blocking copies and device ops per step on the meta device, no timing")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="after timing the step alone, run this many more under torch.profiler and report "
+                             "the device's kernels per step, busy and idle time, and the costliest kernels")
+    parser.add_argument("--graph-grads", choices=("zeroed", "fresh"), default="zeroed",
+                        help="--compile graphs only: the graph zeroes its gradient buffers each step (main.py's "
+                             "way) or is captured with none and writes them anew (fused_step.py)")
     return parser
 
 
@@ -108,8 +119,10 @@ class StartClock:
             yield batch
 
 
-def time_training(net, loader, run, criterion, device, args, batch_size):
-    """Images per second over args.steps steps of the real training loop, after warm-up."""
+def time_training(net, loader, run, criterion, device, args, batch_size, profile_steps=0):
+    """Images per second over args.steps steps of the real training loop, after warm-up; with
+    `profile_steps`, that many more steps of the same (compiled, captured) step are profiled into
+    time_training.profile (kernel_profile)."""
     clock = StartClock(loader, args.warmup_steps, device)
     steps = args.warmup_steps + args.steps
     if len(loader) < steps:
@@ -118,13 +131,82 @@ def time_training(net, loader, run, criterion, device, args, batch_size):
     called = time.perf_counter()
     # --compile step | graphs: the whole step as one function (its first calls compile / capture).
     fused = build.make_fused_step(args, run, getattr(net, "_orig_mod", net) if args.compile == "step" else net,
-                                  criterion, device)
-    train_one_epoch(net, clock, criterion, run.optimizer, run.scheduler, device, 0, amp_dtype=run.amp_dtype,
-                    scaler=run.scaler, mixer=run.mixer, max_steps=steps, progress=False, log_interval=10**9,
-                    fused=fused)
+                                  criterion, device, fresh_grads=args.graph_grads == "fresh")
+
+    def epoch(data, n):
+        train_one_epoch(net, data, criterion, run.optimizer, run.scheduler, device, 0, amp_dtype=run.amp_dtype,
+                        scaler=run.scaler, mixer=run.mixer, max_steps=n, progress=False, log_interval=10**9,
+                        fused=fused)
+
+    epoch(clock, steps)
     synchronize(device)
     time_training.warmup_seconds = clock.start - called  # compilation shows up here
-    return args.steps * batch_size / (time.perf_counter() - clock.start)
+    images_per_second = args.steps * batch_size / (time.perf_counter() - clock.start)
+    if profile_steps:
+        try:  # the profiler is an extra: its failure must not cost the row its figures
+            time_training.profile = kernel_profile(lambda: epoch(loader, profile_steps), device, profile_steps)
+        except Exception as e:
+            time_training.profile = {"error": f"{type(e).__name__}: {e}"}
+    return images_per_second
+
+
+# Trace categories of work on the device: kernels (CUDA graph replays' included), copies, fills.
+DEVICE_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def kernel_profile(fn, device, steps, top=15):
+    """Where `steps` steps (one call of fn) spend the device's time: fn runs under torch.profiler
+    (CUDA activity on CUDA) and its trace is summarised by summarize_trace."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    events = trace.get("traceEvents", []) if isinstance(trace, dict) else trace
+    return summarize_trace(events, steps, wall, top)
+
+
+def summarize_trace(events, steps, wall_seconds, top=15):
+    """Per step, from a Chrome trace's events: the device's kernels, copies and fills
+    (DEVICE_CATEGORIES), the time some of them ran (busy: the union of their intervals, so
+    concurrent kernels count once), the device timeline's span from the first start to the last
+    end and its idle part (span - busy: where the device waited for the host or between replayed
+    kernels), the profiled wall time (the profiler's overhead included), and the `top` kernels
+    by total time: [name, calls per step, microseconds per step, share of the busy time].
+    No device events (the CPU): the counts are 0 and there is no span."""
+    work = [e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_CATEGORIES]
+    out = {"profiled_steps": steps, "wall_us_per_step": wall_seconds * 1e6 / steps,
+           "device_events_per_step": len(work) / steps}
+    if not work:
+        return out
+    intervals = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in work)
+    busy, (run_start, run_end) = 0.0, intervals[0]
+    for start, end in intervals[1:]:
+        if start > run_end:
+            busy += run_end - run_start
+            run_start, run_end = start, end
+        else:
+            run_end = max(run_end, end)
+    busy += run_end - run_start
+    span = max(end for _, end in intervals) - intervals[0][0]
+    by_name = {}
+    for e in work:
+        calls, total = by_name.get(e["name"], (0, 0.0))
+        by_name[e["name"]] = (calls + 1, total + float(e["dur"]))
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:top]
+    out.update({"busy_us_per_step": busy / steps, "span_us_per_step": span / steps,
+                "idle_us_per_step": (span - busy) / steps, "distinct_kernels": len(by_name),
+                "top_kernels": [[name[:160], calls / steps, total / steps, total / busy]
+                                for name, (calls, total) in ranked]})
+    return out
 
 
 def count_flops(model, x, y, criterion):
@@ -274,8 +356,11 @@ def bench(args):
     fixed_y = torch.randint(0, num_classes, (args.batch_size,), device=device)
     saved_mixer, run.mixer = run.mixer, None
     results["train_images_per_second"] = time_training(
-        net, FixedBatches(fixed_x, fixed_y, steps), run, criterion, device, args, args.batch_size)
+        net, FixedBatches(fixed_x, fixed_y, max(steps, args.profile_steps)), run, criterion, device, args,
+        args.batch_size, profile_steps=args.profile_steps)
     results["train_warmup_seconds"] = time_training.warmup_seconds
+    if args.profile_steps:
+        results["step_profile"] = time_training.profile
     run.mixer = saved_mixer
     # 2. The device input path, same model and compiled graphs.
     if not args.skip_pipeline:
@@ -332,14 +417,25 @@ def print_table(r):
         ("peak memory GB" + (" (host RSS)" if not r["device"].startswith(("NVIDIA", "cuda")) and "cuda" not in r["device"] else ""),
          f"{r['peak_memory_gb']:.2f}"),
     ]
+    prof = r.get("step_profile")
+    if prof and "busy_us_per_step" in prof:
+        rows.append((f"device per step ({prof['profiled_steps']} profiled)",
+                     f"{prof['device_events_per_step']:,.0f} kernels, busy {prof['busy_us_per_step']:,.0f} us, "
+                     f"idle {prof['idle_us_per_step']:,.0f} us"))
+        rows += [(f"  {name[:60]}", f"{us:,.1f} us ({calls:g} a step, {100 * share:.1f}%)")
+                 for name, calls, us, share in prof["top_kernels"][:5]]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
 
 
 def main(args):
-    if args.steps <= 0 or args.warmup_steps < 0:
-        raise UserError(f"--steps must be positive and --warmup-steps not negative, got {args.steps} and {args.warmup_steps}")
+    if args.steps <= 0 or args.warmup_steps < 0 or args.profile_steps < 0:
+        raise UserError(f"--steps must be positive and --warmup-steps and --profile-steps not negative, got "
+                        f"{args.steps}, {args.warmup_steps} and {args.profile_steps}")
+    if args.graph_grads == "fresh" and args.compile != "graphs":
+        raise UserError(f"--graph-grads fresh is a way of capturing the step: it needs --compile graphs, "
+                        f"not --compile {args.compile}")
     results = audit_device_path(args) if args.audit else bench(args)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

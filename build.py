@@ -342,15 +342,16 @@ def make_crops(args, data):
     return TimmRandomResizedCrop(**options), BatchTimmRandomResizedCrop(**options)
 
 
-def make_fused_step(args, run, net, criterion, device):
+def make_fused_step(args, run, net, criterion, device, fresh_grads=False):
     """The FusedStep that --compile step | graphs asks for (else None), built after --resume has
     loaded the optimizer and schedule it takes over. `net` is the module the loop trains: the raw
-    model for "step" (its whole step is compiled), the compiled model for "graphs" (captured)."""
+    model for "step" (its whole step is compiled), the compiled model for "graphs" (captured).
+    fresh_grads: how the graph keeps its gradients (fused_step.py; bench.py --graph-grads)."""
     if args.compile not in FUSED_MODES:
         return None
     return FusedStep(net, criterion, run.optimizer, run.scheduler, device, mode=args.compile,
                      total_steps=args.max_epochs * run.steps_per_epoch, amp_dtype=run.amp_dtype, mixer=run.mixer,
-                     grad_clip=args.grad_clip, ema=run.ema)
+                     grad_clip=args.grad_clip, ema=run.ema, fresh_grads=fresh_grads)
 
 
 def compiles(args, device):

@@ -90,7 +90,7 @@ class EMA(torch.nn.Module):
 
 
 def train_step(model, x, y, criterion, optimizer, scheduler, device, *, amp_dtype=None, scaler=None, mixer=None,
-               grad_clip=0.0, ema=None, skip_nonfinite=False, captured=False):
+               grad_clip=0.0, ema=None, skip_nonfinite=False, captured=None):
     """One optimizer step on a batch: mix, forward, loss, backward, clip, step, schedule, EMA.
 
     Returns (loss, number of correct predictions, loss is finite) as device tensors; nothing
@@ -99,8 +99,10 @@ def train_step(model, x, y, criterion, optimizer, scheduler, device, *, amp_dtyp
     (optim.SAM) gets a closure that recomputes the loss at the perturbed weights; with
     grad_clip, the gradient clipped is that second one, which the base optimizer steps with.
     scheduler None: the caller sets the next rate (fused_step.py). captured: the step is being
-    recorded into a CUDA graph, which keeps its gradient buffers and needs autocast without its
-    cache of cast weights.
+    recorded into a CUDA graph (autocast then runs without its cache of cast weights), and how
+    the graph keeps its gradients: "zeroed" (the buffers stay and are zeroed after the step, so
+    each replay's backward adds into zeros) or "fresh" (the graph was captured with no gradients,
+    so each replay's backward writes them anew: no zeroing, no adding).
     """
     y_b, lam = None, 1.0
     if mixer is not None:  # y_b and lam are device tensors (lam 1 for a batch left unmixed)
@@ -133,7 +135,8 @@ def train_step(model, x, y, criterion, optimizer, scheduler, device, *, amp_dtyp
         scaler.update()
     else:
         optimizer.step(closure) if closure is not None else optimizer.step()
-    optimizer.zero_grad(set_to_none=not captured)
+    if captured != "fresh":
+        optimizer.zero_grad(set_to_none=not captured)
     if scheduler is not None:
         scheduler.step()
     if ema is not None:

@@ -22,7 +22,12 @@ stream (cuBLAS handles, the optimizer's state tensors), every piece of state is 
 is captured into one CUDA graph; each step copies the batch into the graph's static inputs and
 replays it: a few launches a step, whatever the model. Its optimizer is Adam/AdamW with
 fused=True, capturable=True (build.make_optimizer). Random draws inside the graph (dropout,
-mixing) come from the default CUDA generator, which graphs support.
+mixing) come from the default CUDA generator, which graphs support. By default the graph keeps
+its gradient buffers and zeroes them after each step, so each replay's backward adds into zeros;
+`fresh_grads=True` captures with no gradients instead, as PyTorch's whole-network capture
+example does, so each replay's backward writes them anew: one zeroing and one add per parameter
+fewer in every replay. Both train the same numbers; which is faster is for a GPU to measure
+(`bench.py --graph-grads`, tools/gpu_check.py).
 
 Same numbers as eager up to float rounding: the compiled kernels fuse and reorder float
 arithmetic, and the rate is a float32 tensor instead of a Python double (tests/test_fused_step.py).
@@ -47,7 +52,7 @@ class FusedStep:
     (loss sum, correct) and `self.first_bad` (first non-finite step of the epoch, -1 if none)."""
 
     def __init__(self, model, criterion, optimizer, scheduler, device, *, total_steps, mode="step", amp_dtype=None,
-                 mixer=None, grad_clip=0.0, ema=None):
+                 mixer=None, grad_clip=0.0, ema=None, fresh_grads=False):
         if mode not in MODES + ("eager",):
             raise ValueError(f"mode must be one of {MODES + ('eager',)}, got {mode!r}")
         if mode == "graphs" and device.type != "cuda":
@@ -55,6 +60,9 @@ class FusedStep:
         self.model, self.criterion, self.optimizer, self.scheduler = model, criterion, optimizer, scheduler
         self.device, self.mode, self.amp_dtype = device, mode, amp_dtype
         self.mixer, self.grad_clip, self.ema = mixer, grad_clip, ema
+        if fresh_grads and mode != "graphs":
+            raise ValueError("fresh_grads is a way of capturing a CUDA graph: it needs mode 'graphs'")
+        self.captured = None if mode != "graphs" else "fresh" if fresh_grads else "zeroed"
         self.host_table = lr_table(scheduler, total_steps)  # exact doubles, for the log and the checkpoint
         self.table = self.host_table.to(device=device, dtype=torch.float32)  # fused Adam reads float32
         self.last_row = total_steps
@@ -73,7 +81,7 @@ class FusedStep:
         # engine.train_step's work, with the next rate set here from the table, not by the scheduler.
         loss, n_correct, finite = train_step(self.model, x, y, self.criterion, self.optimizer, None, self.device,
                                              amp_dtype=self.amp_dtype, mixer=self.mixer, grad_clip=self.grad_clip,
-                                             ema=self.ema, captured=self.mode == "graphs")
+                                             ema=self.ema, captured=self.captured)
         accumulate(self.sums, self.first_bad, self.index, loss, n_correct, finite, y.shape[0])
         self.index += 1
         self.global_step += 1
@@ -144,6 +152,11 @@ class FusedStep:
                     if torch.is_tensor(v):  # a state the warm-up created starts from zero, as Adam's does
                         v.copy_(opt_saved[id(p)][k]) if id(p) in had_state else v.zero_()
         torch.cuda.set_rng_state(rng, self.device)
+        # "fresh": the capture starts with no gradients (the warm-up's added up; they are thrown
+        # away), so the backward inside the graph allocates them from its pool and every replay
+        # writes them there anew.
+        if self.captured == "fresh":
+            self.optimizer.zero_grad(set_to_none=True)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph):
             self._body(self._x, self._y)

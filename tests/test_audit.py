@@ -84,15 +84,33 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     r = json.loads((out / "gpu_check.json").read_text())
     # One batch size: each item is a process of its own, and a second size adds only more of the same.
     for key in ("step_b8_compile_off", "augmentation_alone_b8", "pipeline_none_b8_compile_off",
-                "pipeline_autoaugment_b8_compile_off", "workers_0_b8", "run_epochs", "cuda_tests", "launch_cost"):
+                "pipeline_autoaugment_b8_compile_off", "workers_0_b8", "run_epochs", "cuda_tests", "launch_cost",
+                "profile_b8_compile_off"):
         assert key in r and "error" not in r[key], (key, r.get(key))
     assert r["step_b8_compile_off"]["train_images_per_second"] > 0
+    profile = r["profile_b8_compile_off"]["step_profile"]
+    assert profile["profiled_steps"] == 20 and profile["wall_us_per_step"] > 0, profile
     assert 0 < r["launch_cost"]["eager_us_per_launch"] < 1e4 and "graph_us_per_kernel" not in r["launch_cost"]
     assert set(r["augmentation_alone_b8"]) == {"trivialaugment_eager", "trivialaugment_compiled", "item_seconds"}
     assert r["run_epochs"]["exit_code"] == 0 and len(r["run_epochs"]["epoch_seconds"]) == 2
     # On the CPU the GPU's own tests are collected and skipped, not failed.
     assert r["cuda_tests"]["exit_code"] == 0 and "skipped" in r["cuda_tests"]["summary"], r["cuda_tests"]
     assert "finished" in r
+
+
+def test_gpu_check_plans_the_captured_step_profiles_on_cuda(tmp_path):
+    """On a GPU the captured step is profiled both ways of keeping its gradients right after the
+    real runs, and with inductor's max-autotune, in its own environment, last."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import gpu_check
+    args = gpu_check.get_args_parser().parse_args(["--out", str(tmp_path), "--data-dir", str(tmp_path)])
+    keys = [item[0] for item in gpu_check.plan(args)]
+    runs = keys.index("run_epochs_compile_graphs")
+    assert keys[runs + 1:runs + 3] == ["profile_b128_compile_graphs_zeroed_grads", "profile_b128_compile_graphs_fresh_grads"]
+    last = gpu_check.plan(args)[-1]
+    assert last[0] == "profile_b128_compile_graphs_zeroed_grads_max_autotune"
+    assert last[4] == {"TORCHINDUCTOR_MAX_AUTOTUNE": "1"} and "--graph-grads" in last[2][1]
+    assert all(item[4] is None for item in gpu_check.plan(args)[:-1])
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ this file as one of its items, so a lent GPU answers it in its first call.
 - `--compile graphs` (the step captured once in a CUDA graph and replayed, with the capturable
   fused Adam) trains what the eager loop trains: the same weights, EMA, Adam moments, sums and
   rates after six steps over two epochs, for the same flag sets the CPU checks the fused body
-  with (tests/test_fused_step.py), random mixing inside the graph included;
+  with (tests/test_fused_step.py), random mixing inside the graph included, whether the graph
+  zeroes its gradients (main.py's way) or is captured without them (`bench.py --graph-grads fresh`);
 - through main.py, three epochs of `--compile graphs` log what `--compile off` logs;
 - the compiled crop and flip draw what eager draws (Triton here, not the CPU's C++)."""
 import pytest
@@ -16,9 +17,10 @@ from test_fused_step import FLAGS, check_fused_trains_what_train_step_trains, ch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.mark.parametrize("grads", ["zeroed", "fresh"])
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(a.strip("-") for a in f[:3]) or "seed-recipe")
-def test_a_captured_step_trains_what_train_step_trains(flags):
-    check_fused_trains_what_train_step_trains(flags, device="cuda", mode="graphs")
+def test_a_captured_step_trains_what_train_step_trains(flags, grads):
+    check_fused_trains_what_train_step_trains(flags, device="cuda", mode="graphs", fresh_grads=grads == "fresh")
 
 
 def test_compile_graphs_through_main_matches_eager(tmp_path):

@@ -56,10 +56,10 @@ def _eager(run, criterion, batches, args):
     return sums
 
 
-def _fused(args, run, criterion, mode="eager"):
+def _fused(args, run, criterion, mode="eager", fresh_grads=False):
     return FusedStep(run.model, criterion, run.optimizer, run.scheduler, torch.device(args.device_type), mode=mode,
                      total_steps=args.max_epochs * run.steps_per_epoch, mixer=run.mixer, grad_clip=args.grad_clip,
-                     ema=run.ema)
+                     ema=run.ema, fresh_grads=fresh_grads)
 
 
 def _assert_close_states(a, b, rtol=1e-4, atol=2e-5):
@@ -77,12 +77,12 @@ FLAGS = [[], ["--lr-per-step", "--warmup-epoch", "0"],
          ["--optimizer", "adamw", "--wd-exclude-norm-bias", "--scheduler", "multistep", "--milestones", "1", "2"]]
 
 
-def check_fused_trains_what_train_step_trains(flags, device="cpu", mode="eager"):
+def check_fused_trains_what_train_step_trains(flags, device="cpu", mode="eager", fresh_grads=False):
     """Six steps over two epochs (the schedule changes in between), from the same seed: weights,
     EMA, Adam's moments, metric sums and the scheduler's count and rates as the eager loop's.
     The eager run gets the optimizer the build layer makes for --compile off, the fused one that
     of its own mode (on CUDA: fused Adam, capturable under "graphs"). tests/test_cuda.py runs
-    this with mode "graphs" on a GPU."""
+    this with mode "graphs" on a GPU, with each way of keeping the graph's gradients."""
     args, run, criterion, batches = _build(*flags, device=device)
     torch.manual_seed(1)
     sums = _eager(run, criterion, batches * 2, args)
@@ -93,7 +93,7 @@ def check_fused_trains_what_train_step_trains(flags, device="cpu", mode="eager")
     # The eager run's batches: under a compile mode the build's loader compiles its augmentation,
     # whose draws are test_audit's subject, not this one's.
     args, run, criterion, _ = _build(*flags, device=device, compile="off" if mode == "eager" else mode)
-    fused = _fused(args, run, criterion, mode=mode)
+    fused = _fused(args, run, criterion, mode=mode, fresh_grads=fresh_grads)
     torch.manual_seed(1)
     got_sums = torch.zeros(2, device=device)
     for _ in range(2):  # two epochs: the sums are per epoch
@@ -115,6 +115,23 @@ def check_fused_trains_what_train_step_trains(flags, device="cpu", mode="eager")
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(a.strip("-") for a in f[:3]) or "seed-recipe")
 def test_the_fused_body_trains_what_train_step_trains(flags):
     check_fused_trains_what_train_step_trains(flags)
+
+
+def test_train_step_leaves_the_gradients_as_its_capture_mode_says():
+    # Eager: set to None (the next backward allocates); a graph that zeroes: zeroed in place, the
+    # same tensors; a graph captured without gradients: left as the backward wrote them.
+    args, run, criterion, batches = _build()
+    x, y = batches[0]
+    left = {}
+    for captured in (None, "zeroed", "fresh"):
+        train_step(run.model, x, y, criterion, run.optimizer, run.scheduler, torch.device("cpu"), captured=captured)
+        left[captured] = [None if p.grad is None else (id(p.grad), p.grad.clone()) for p in run.model.parameters()]
+    assert all(g is None for g in left[None])
+    assert all(g is not None and not g[1].any() for g in left["zeroed"])
+    assert [g[0] for g in left["fresh"]] == [g[0] for g in left["zeroed"]]  # the same buffers, added into
+    assert all(f[1].abs().sum() > 0 for f in left["fresh"])  # what the backward wrote is still there
+    with pytest.raises(ValueError, match="needs mode 'graphs'"):
+        _fused(args, run, criterion, mode="step", fresh_grads=True)
 
 
 def test_the_rate_table_is_the_schedules():

@@ -19,6 +19,10 @@ and writes `gpu_check.json` plus one log per item under --out after EACH item:
      mode: per-epoch time and accuracy
   g. tests/test_cuda.py: the captured step trains what the eager step trains
   h. what one kernel launch costs the host, and one kernel inside a CUDA graph the device
+  i. where the captured step's time goes (bench.py --profile-steps: kernels per step, the device's
+     busy and idle time, the costliest kernels), with the graph zeroing its gradients (main.py's
+     way) and captured without them (--graph-grads fresh), and the captured step with inductor's
+     max-autotune (TORCHINDUCTOR_MAX_AUTOTUNE=1), last, as its compile is the slowest
 
 Nothing here needs comet-ml or the internet. Every figure is measured; none is estimated.
 """
@@ -51,6 +55,7 @@ def get_args_parser():
                    help="the policies item b times alone, eager and compiled")
     p.add_argument("--workers", default="8,16")
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--profile-steps", type=int, default=20, help="steps item i profiles")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 as an ImageFolder tree (train/, test/) for item f")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--run-compile", default="auto,graphs",
@@ -167,11 +172,13 @@ def cuda_tests(args, out_dir):
 
 
 def plan(args):
-    """Every item as (key, function, its arguments, cap seconds), in the order they run: first
+    """Every item as (key, function, its arguments, cap seconds, environment variables for its
+    process or None), in the order they run: first
     what the device-path targets and the CUDA default need (the eager step at the first batch
     size, tests/test_cuda.py, the device path with AutoAugment, the real runs, the augmentation
-    alone), so that a run cut short by its budget still has them; then the other batch sizes,
-    modes and the workers path."""
+    alone), so that a run cut short by its budget still has them, with the profiles of the
+    captured step (the 50k img/s target at batch 128 is the one still missed) after the real
+    runs; then the other batch sizes, modes and the workers path; last the max-autotune profile."""
     batches = [int(b) for b in args.batches.split(",")]
     modes = [m for m in args.compile_modes.split(",") if m]
     pipeline_modes = [m for m in args.pipeline_compile.split(",") if m] or ["off"]
@@ -188,11 +195,23 @@ def plan(args):
         return key, bench_row, (args, flags + (["--autoaugment"] if policy else []),
                                 os.path.join(out, key + ".log")), 300
 
+    def profile(b, mode, grads="zeroed", env=None):  # i: the step alone again, then profiled
+        key = f"profile_b{b}_compile_{mode}" + (f"_{grads}_grads" if mode == "graphs" else "") + \
+            ("_max_autotune" if env else "")
+        flags = ["--batch-size", str(b), "--compile", mode, "--graph-grads", grads, "--skip-dataloader",
+                 "--skip-pipeline", "--profile-steps", str(args.profile_steps)]
+        return key, bench_row, (args, flags, os.path.join(out, key + ".log")), 240, env
+
     items = [("launch_cost", launch_cost, (args,), 60), step(batches[0], "off"), ("cuda_tests", cuda_tests, (args, out), 300),
              pipeline(pipeline_modes[0], True)]
     if args.data_dir:  # f: main.py as users run it; its compiled graphs are the row above's (inductor's cache)
         items += [("run_epochs" if m == "auto" else f"run_epochs_compile_{m}", run_epochs, (args, out, m), 600)
                   for m in args.run_compile.split(",") if m]
+    # CUDA graphs need a GPU; the CPU's dry run profiles the eager step instead.
+    cuda = torch.device(args.device).type == "cuda"
+    if args.profile_steps:
+        items += [profile(batches[0], "graphs"), profile(batches[0], "graphs", "fresh")] if cuda else \
+            [profile(batches[0], "off")]
     items += [pipeline(mode, True) for mode in pipeline_modes[1:]]
     items.append((f"augmentation_alone_b{batches[-1]}", augmentation_alone, (args, batches[-1]), 240))  # b
     items += [pipeline(mode, False) for mode in pipeline_modes]
@@ -202,19 +221,22 @@ def plan(args):
                (args, ["--batch-size", str(batches[0]), "--compile", pipeline_modes[0], "--autoaugment",
                        "--workers", str(w)], os.path.join(out, f"workers_{w}_b{batches[0]}.log")), 240)
               for w in [int(w) for w in args.workers.split(",") if w]]
-    return items
+    if args.profile_steps and cuda:  # whether autotuned kernels serve these small matrices better
+        items.append(profile(batches[0], "graphs", env={"TORCHINDUCTOR_MAX_AUTOTUNE": "1"}))
+    return [item if len(item) == 5 else (*item, None) for item in items]
 
 
-def run_item(key, fn, fn_args, timeout):
-    """One item in a process of its own, killed (with everything it started) after `timeout`
-    seconds: a hung compile or a crashed CUDA context costs that item, not the check."""
+def run_item(key, fn, fn_args, timeout, env=None):
+    """One item in a process of its own (with `env` added to its environment), killed (with
+    everything it started) after `timeout` seconds: a hung compile or a crashed CUDA context
+    costs that item, not the check."""
     with tempfile.TemporaryDirectory() as tmp:
         spec, result = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
         with open(spec, "w") as f:
             json.dump({"args": vars(fn_args[0]), "key": key, "result": result,
                        "deadline": time.time() + timeout}, f)
         proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", spec], cwd=ROOT,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, **(env or {})})
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -230,7 +252,7 @@ def child(spec_path):
     spec = json.load(open(spec_path))
     args = argparse.Namespace(**spec["args"])
     args.deadline = spec["deadline"]
-    key, fn, fn_args, _ = next(i for i in plan(args) if i[0] == spec["key"])
+    key, fn, fn_args, _, _ = next(i for i in plan(args) if i[0] == spec["key"])
     try:
         r = fn(*fn_args)
     except Exception as e:  # the parent records it and goes on: one broken item must not cost the others
@@ -250,14 +272,14 @@ def main(args):
         with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
             json.dump(results, f, indent=2)
 
-    for key, fn, fn_args, cap in plan(args):
+    for key, fn, fn_args, cap, env in plan(args):
         left = end - time.time() if end else cap
         if left < 20:
             results[key] = {"error": "skipped: the --budget-s was spent"}
         else:
             print(f"[gpu_check] {key} ...", flush=True)
             start = time.perf_counter()
-            results[key] = run_item(key, fn, fn_args, min(cap, left))
+            results[key] = run_item(key, fn, fn_args, min(cap, left), env)
             results[key]["item_seconds"] = time.perf_counter() - start
         print(f"[gpu_check] {key}: {json.dumps(results[key])[:400]}", flush=True)
         save()
