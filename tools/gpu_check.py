@@ -173,12 +173,12 @@ def cuda_tests(args, out_dir):
 
 def plan(args):
     """Every item as (key, function, its arguments, cap seconds, environment variables for its
-    process or None), in the order they run: first
-    what the device-path targets and the CUDA default need (the eager step at the first batch
-    size, tests/test_cuda.py, the device path with AutoAugment, the real runs, the augmentation
-    alone), so that a run cut short by its budget still has them, with the profiles of the
-    captured step (the 50k img/s target at batch 128 is the one still missed) after the real
-    runs; then the other batch sizes, modes and the workers path; last the max-autotune profile."""
+    process or None), in the order they run: first what the device-path targets and the CUDA
+    default need (the eager step at the first batch size, tests/test_cuda.py, the device path
+    with AutoAugment, the real runs, the profiles of the captured step -- the 50k img/s target at
+    batch 128 is the one still missed -- and the augmentation alone), so that a run cut short by
+    its budget still has them; then the other batch sizes, modes and the workers path; last the
+    max-autotune profile."""
     batches = [int(b) for b in args.batches.split(",")]
     modes = [m for m in args.compile_modes.split(",") if m]
     pipeline_modes = [m for m in args.pipeline_compile.split(",") if m] or ["off"]
