@@ -196,7 +196,7 @@ def summarize_trace(events, steps, wall_seconds, top=15):
         else:
             run_end = max(run_end, end)
     busy += run_end - run_start
-    span = max(end for _, end in intervals) - intervals[0][0]
+    span = run_end - intervals[0][0]  # the last merged run ends where the last event does
     by_name = {}
     for e in work:
         calls, total = by_name.get(e["name"], (0, 0.0))

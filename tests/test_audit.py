@@ -104,13 +104,14 @@ def test_gpu_check_plans_the_captured_step_profiles_on_cuda(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import gpu_check
     args = gpu_check.get_args_parser().parse_args(["--out", str(tmp_path), "--data-dir", str(tmp_path)])
-    keys = [item[0] for item in gpu_check.plan(args)]
+    items = gpu_check.plan(args)
+    keys = [item[0] for item in items]
     runs = keys.index("run_epochs_compile_graphs")
     assert keys[runs + 1:runs + 3] == ["profile_b128_compile_graphs_zeroed_grads", "profile_b128_compile_graphs_fresh_grads"]
-    last = gpu_check.plan(args)[-1]
+    last = items[-1]
     assert last[0] == "profile_b128_compile_graphs_zeroed_grads_max_autotune"
     assert last[4] == {"TORCHINDUCTOR_MAX_AUTOTUNE": "1"} and "--graph-grads" in last[2][1]
-    assert all(item[4] is None for item in gpu_check.plan(args)[:-1])
+    assert all(item[4] is None for item in items[:-1])
 
 
 @pytest.mark.slow
